@@ -1,0 +1,159 @@
+"""Find the backend Python that runs ``swclip_core`` outside QGIS's own interpreter.
+
+torch and its dependencies are never imported into QGIS (see DESIGN.md): the plugin drives a
+separate Python instead. This module decides which one, in this order:
+
+1. the QGIS setting ``swclip/backend_python``;
+2. the environment variable ``SWCLIP_PYTHON``;
+3. the project's virtual environment when the plugin runs from a source checkout
+   (``<checkout>/.venv``, as ``make setup`` creates it).
+
+An explicit choice (1 or 2) is the only one tried: if the analyst named a Python, silently
+running a different one would hide their mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess  # nosec B404: the backend is a separate interpreter by design
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+SETTING_KEY = "swclip/backend_python"
+ENV_VAR = "SWCLIP_PYTHON"
+PROBE_TIMEOUT_S = 60.0
+
+# The answer is JSON on the last stdout line, so anything printed while importing is ignored.
+_PROBE_CODE = "import json, swclip_core; print(json.dumps({'version': swclip_core.__version__}))"
+
+
+class BackendNotFound(Exception):
+    """No usable backend Python; the message says what was tried and how to fix it."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A Python interpreter that imports ``swclip_core``.
+
+    Attributes:
+        python: path of the interpreter as it must be launched (venv paths are not resolved,
+            since resolving a venv's symlink would leave the venv).
+        version: ``swclip_core.__version__`` as that interpreter reports it.
+    """
+
+    python: str
+    version: str
+
+
+def plugin_dir() -> Path:
+    """Folder of this plugin, with symlinks resolved so a linked checkout finds its own venv."""
+    return Path(__file__).resolve().parent
+
+
+def checkout_venv_python() -> Path:
+    """Interpreter of the ``.venv`` next to the plugin folder in a source checkout."""
+    root = plugin_dir().parent
+    if os.name == "nt":
+        return root / ".venv" / "Scripts" / "python.exe"
+    return root / ".venv" / "bin" / "python"
+
+
+def _configured_python() -> tuple[str, str] | None:
+    """The explicitly chosen interpreter and where the choice came from, if any."""
+    configured = QgsSettings().value(SETTING_KEY, "", type=str).strip()
+    if configured:
+        return configured, f"the QGIS setting '{SETTING_KEY}'"
+    from_env = os.environ.get(ENV_VAR, "").strip()
+    if from_env:
+        return from_env, f"the environment variable {ENV_VAR}"
+    return None
+
+
+def _child_environment() -> dict[str, str]:
+    """Environment for the backend process.
+
+    QGIS installers on Windows and macOS set PYTHONHOME for their bundled Python; a different
+    interpreter that inherited it would load the wrong standard library and fail to start.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def probe(python: str, timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:
+    """Run ``python`` and ask it for ``swclip_core``'s version.
+
+    Raises:
+        BackendNotFound: the interpreter does not start, times out, or cannot import
+            ``swclip_core``; the message gives the reason in one line.
+    """
+    # `python -c` puts the working directory first on sys.path: an empty one makes the answer
+    # depend on the interpreter's own environment, not on the folder QGIS was started from.
+    with tempfile.TemporaryDirectory(prefix="swclip-probe-") as empty_dir:
+        try:
+            completed = subprocess.run(  # nosec B603: argument list, no shell; user's own Python
+                [python, "-c", _PROBE_CODE],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=_child_environment(),
+                cwd=empty_dir,
+                check=False,
+                # Keep a console window from flashing up on Windows; 0 elsewhere.
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )
+        except OSError as error:
+            raise BackendNotFound(
+                f"{python}: cannot be started ({error.strerror or error})"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise BackendNotFound(f"{python}: did not answer within {timeout:g} s") from None
+    if completed.returncode != 0:
+        stderr_lines = completed.stderr.strip().splitlines()
+        reason = stderr_lines[-1] if stderr_lines else f"exit code {completed.returncode}"
+        raise BackendNotFound(f"{python}: {reason}")
+    try:
+        answer = json.loads(completed.stdout.strip().splitlines()[-1])
+        return BackendInfo(python=python, version=str(answer["version"]))
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise BackendNotFound(
+            f"{python}: unexpected answer {completed.stdout.strip()[:200]!r}"
+        ) from None
+
+
+def _setup_hint(venv_python: Path) -> str:
+    """How to create a backend, worded for a source checkout or an installed plugin."""
+    root = venv_python.parent.parent.parent
+    if (root / "Makefile").is_file():
+        return f"run `make setup` in the SW-CLIP source folder {root} to create {venv_python}"
+    return (
+        "run `make setup` in a SW-CLIP source checkout and set the setting to the "
+        "Python of the .venv it creates"
+    )
+
+
+def find_backend(timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:
+    """Return the backend Python to use, checked by actually importing ``swclip_core`` in it.
+
+    Raises:
+        BackendNotFound: naming the interpreter tried, why it failed, and how to fix it.
+    """
+    venv_python = checkout_venv_python()
+    python, source = _configured_python() or (
+        str(venv_python),
+        "the source checkout's virtual environment",
+    )
+    try:
+        return probe(python, timeout)
+    except BackendNotFound as error:
+        raise BackendNotFound(
+            f"No usable SW-CLIP backend Python. Tried {source}: {error}\n"
+            f"To fix it, set the QGIS setting '{SETTING_KEY}' (or the environment variable "
+            f"{ENV_VAR}) to the full path of a Python interpreter in which "
+            "`import swclip_core` works, or clear both and "
+            f"{_setup_hint(venv_python)}."
+        ) from None

@@ -1,0 +1,34 @@
+"""The SW-CLIP Processing provider: groups the plugin's algorithms in the Processing toolbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms.check_backend import CheckBackendAlgorithm
+
+ICON_PATH = Path(__file__).resolve().parent / "icon.svg"
+
+
+class SwclipProvider(QgsProcessingProvider):
+    """Provider ``swclip`` ("SW-CLIP")."""
+
+    def id(self) -> str:
+        return "swclip"
+
+    def name(self) -> str:
+        return "SW-CLIP"
+
+    def longName(self) -> str:
+        return "SW-CLIP: street-view geo-localization"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON_PATH))
+
+    def svgIconPath(self) -> str:
+        return str(ICON_PATH)
+
+    def loadAlgorithms(self) -> None:
+        self.addAlgorithm(CheckBackendAlgorithm())
