@@ -1,0 +1,98 @@
+"""Configuration dataclasses, saved as JSON next to every checkpoint and output.
+
+Any result can be reproduced from its folder: ``TrainConfig.load(run_dir / "config.json")``
+gives the exact settings that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+OBJECTIVES = ("swclip", "clip")
+MODES = ("cached", "finetune")
+KERNELS = ("exponential", "gaussian")
+
+
+@dataclass
+class SpatialKernel:
+    """Distance-decay kernel that turns geodesic distances into soft labels (SPEC section 3)."""
+
+    scale_m: float = 250.0
+    cutoff_m: float | None = 2_000.0
+    kernel: str = "exponential"
+    street_bonus: float = 0.5
+    city_bonus: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run."""
+
+    objective: str = "swclip"
+    backbone: str = "swclip-lite"
+    pretrained: str | None = None
+    # "cached": frozen image tower, features computed once (CPU friendly);
+    # "finetune": the image tower trains too (GPU territory).
+    mode: str = "cached"
+    epochs: int = 30
+    batch_size: int = 64
+    # Every batch is built from random anchors plus their nearest neighbours, so that near places
+    # meet inside a batch; 0 gives plain random batches.
+    neighbours_per_anchor: int = 3
+    lr: float = 2e-4
+    head_lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    text_layers: int | None = 2
+    kernel: SpatialKernel = field(default_factory=SpatialKernel)
+    lambda_nc: float = 0.5
+    lambda_fair: float = 0.1
+    nc_temperature: float = 0.1
+    caption_precision: int = 5
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 2
+
+    def validate(self) -> None:
+        """Raise InputError on settings that cannot work, naming the option and the choices."""
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+        if self.mode not in MODES:
+            raise InputError(f"unknown training mode {self.mode!r}; choose one of {MODES}")
+        if self.kernel.kernel not in KERNELS:
+            raise InputError(f"unknown kernel {self.kernel.kernel!r}; choose one of {KERNELS}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise InputError("epochs must be >= 1 and batch size >= 2")
+        if self.kernel.scale_m <= 0:
+            raise InputError("the kernel scale (metres) must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        kernel = SpatialKernel(**data.pop("kernel", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(kernel=kernel, **{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary name, then rename) so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)

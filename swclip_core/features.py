@@ -1,0 +1,111 @@
+"""Frozen image features, computed once and cached on disk.
+
+The cache key of an image is the SHA-1 of its bytes plus the backbone's ``cache_key``, so a renamed
+or moved photo is not recomputed and an edited one is. Decoding runs in DataLoader workers so
+that it overlaps with the forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from .data.images import ImageDataset
+from .device import autocast
+from .errors import CancelledError
+
+ProgressFn = Callable[[float, str], None]
+
+
+def default_cache_dir() -> Path:
+    """``$SWCLIP_CACHE_DIR``, else ``~/.cache/swclip``."""
+    return Path(os.environ.get("SWCLIP_CACHE_DIR", Path.home() / ".cache" / "swclip"))
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's content, read in blocks."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """One ``.npy`` file per (backbone, image content) under ``root/features/<backbone key>/``."""
+
+    def __init__(self, root: Path, backbone_key: str):
+        self.folder = Path(root) / "features" / backbone_key
+
+    def path_for(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def load(self, digest: str) -> np.ndarray | None:
+        path = self.path_for(digest)
+        return np.load(path) if path.exists() else None
+
+    def store(self, digest: str, feature: np.ndarray) -> None:
+        path = self.path_for(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.partial")
+        with open(tmp, "wb") as handle:
+            np.save(handle, feature)
+        tmp.replace(path)
+
+
+@torch.no_grad()
+def extract_image_features(
+    backbone,
+    image_paths: Sequence[str],
+    *,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Frozen image features ``(N, backbone.feature_dim)`` for the given files, cached on disk.
+
+    Pass ``cache_dir=None`` to use :func:`default_cache_dir`, and ``use_cache=False`` for a backbone
+    whose image tower was fine-tuned (its features are no longer those of ``backbone.cache_key``).
+    """
+    cache = (
+        FeatureCache(cache_dir or default_cache_dir(), backbone.cache_key) if use_cache else None
+    )
+    digests = [file_digest(p) for p in image_paths] if cache else []
+    features: list[np.ndarray | None] = (
+        [cache.load(d) for d in digests] if cache else [None] * len(image_paths)
+    )
+    missing = [i for i, f in enumerate(features) if f is None]
+    if missing:
+        dataset = Subset(ImageDataset(list(image_paths), backbone.preprocess), missing)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        backbone.eval()
+        done = 0
+        for images, indices in tqdm(loader, desc="image features", unit="batch", leave=False):
+            if cancel is not None and cancel():
+                raise CancelledError("feature extraction cancelled")
+            with autocast(device):
+                batch = backbone.image_features(images.to(device, non_blocking=True))
+            for index, feature in zip(indices.tolist(), batch.float().cpu().numpy(), strict=True):
+                features[index] = feature
+                if cache is not None:
+                    cache.store(digests[index], feature)
+            done += len(indices)
+            if progress is not None:
+                progress(done / len(missing), f"image features {done}/{len(missing)}")
+    return torch.from_numpy(np.stack(features)).float()

@@ -1,0 +1,147 @@
+"""Localization as retrieval (SPEC section 6): embed a gallery of location captions, take the top-K.
+
+Predictions are either the best entry's coordinate (``top1``) or a softmax-weighted mean of the
+top-K entries on the unit sphere (``weighted``); both report an uncertainty radius, the weighted
+mean distance of the top-K entries to the prediction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .device import autocast
+from .errors import InputError
+from .geo import haversine_m, latlon_to_unit, unit_to_latlon
+
+METHODS = ("weighted", "top1")
+
+
+@dataclass
+class Gallery:
+    """Location captions with known coordinates and their L2-normalised embeddings."""
+
+    table: pd.DataFrame  # at least lat, lon, caption
+    embeddings: torch.Tensor  # (G, D), float32, CPU
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+@dataclass
+class Predictions:
+    """Predicted coordinates with the top-K evidence behind them."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    uncertainty_m: np.ndarray
+    confidence: np.ndarray  # softmax weight of the best entry among the top-K
+    top_index: np.ndarray  # (Q, K) gallery rows, best first
+    top_score: np.ndarray  # (Q, K) cosine similarities
+
+
+@torch.no_grad()
+def embed_captions(
+    backbone, captions: list[str], *, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """L2-normalised text embeddings ``(N, D)`` on the CPU."""
+    backbone.eval()
+    chunks = []
+    for start in range(0, len(captions), batch_size):
+        tokens = backbone.tokenize(captions[start : start + batch_size]).to(device)
+        with autocast(device):
+            chunks.append(F.normalize(backbone.encode_text(tokens).float(), dim=-1).cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0, backbone.embed_dim)
+
+
+def build_gallery(
+    backbone,
+    table: pd.DataFrame,
+    *,
+    device: torch.device,
+    model_fingerprint: str,
+    cache_dir: Path | None = None,
+) -> Gallery:
+    """Embed ``table.caption``; with ``cache_dir`` the embeddings are kept for the same model.
+
+    ``model_fingerprint`` names the exact weights (e.g. a checkpoint digest), so that a retrained
+    model never reuses another model's gallery.
+    """
+    missing = {"lat", "lon", "caption"} - set(table.columns)
+    if missing:
+        raise InputError(f"a gallery needs columns lat, lon and caption; missing {sorted(missing)}")
+    if table.empty:
+        raise InputError("the gallery is empty: give it at least one location")
+    table = table.reset_index(drop=True)
+    captions = table["caption"].astype(str).tolist()
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(model_fingerprint.encode())
+    for caption in captions:
+        digest.update(caption.encode() + b"\n")
+    cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.pt" if cache_dir else None
+    if cache_file is not None and cache_file.exists():
+        return Gallery(table, torch.load(cache_file, map_location="cpu"))
+    embeddings = embed_captions(backbone, captions, device=device)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.name + ".partial")
+        torch.save(embeddings, tmp)
+        tmp.replace(cache_file)
+    return Gallery(table, embeddings)
+
+
+def top_k(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, *, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-K cosine similarities of normalised ``queries`` (Q, D) against ``gallery`` (G, D).
+
+    Chunked over queries so that a large gallery never needs a full (Q, G) matrix in memory.
+    """
+    k = min(k, gallery.shape[0])
+    scores, index = [], []
+    for start in range(0, queries.shape[0], chunk):
+        sim = queries[start : start + chunk] @ gallery.T
+        s, i = sim.topk(k, dim=1)
+        scores.append(s)
+        index.append(i)
+    return torch.cat(scores), torch.cat(index)
+
+
+def predict_locations(
+    scores: np.ndarray,
+    index: np.ndarray,
+    gallery_lat: np.ndarray,
+    gallery_lon: np.ndarray,
+    *,
+    method: str = "weighted",
+    temperature: float = 0.05,
+) -> Predictions:
+    """Coordinates from top-K retrieval results (SPEC section 6)."""
+    if method not in METHODS:
+        raise InputError(f"unknown prediction method {method!r}; choose one of {METHODS}")
+    scores = np.asarray(scores, dtype=np.float64)
+    index = np.asarray(index)
+    logits = scores / temperature
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    cand_lat, cand_lon = gallery_lat[index], gallery_lon[index]
+    if method == "top1":
+        lat, lon = cand_lat[:, 0], cand_lon[:, 0]
+    else:
+        mean_vector = (weights[..., None] * latlon_to_unit(cand_lat, cand_lon)).sum(axis=1)
+        lat, lon = unit_to_latlon(mean_vector)
+    spread = haversine_m(cand_lat, cand_lon, lat[:, None], lon[:, None])
+    return Predictions(
+        lat=np.asarray(lat, dtype=np.float64),
+        lon=np.asarray(lon, dtype=np.float64),
+        uncertainty_m=(weights * spread).sum(axis=1),
+        confidence=weights[:, 0],
+        top_index=index,
+        top_score=scores,
+    )

@@ -1,0 +1,333 @@
+"""Training: SW-CLIP (SPEC section 4) and the plain CLIP baseline, on the CPU or a GPU.
+
+Two modes share one loop:
+- ``cached``: the image tower is frozen, its features are computed once (and cached on disk); the
+  image projection head and the upper text layers train. This is what a CPU can afford.
+- ``finetune``: the image trunk trains too; images are decoded every epoch; AMP on CUDA.
+
+A run folder holds ``config.json``, ``checkpoint.pt`` (trainable weights, optimiser and
+schedule, so a run can resume), ``metrics.jsonl`` (one line per epoch), ``train_samples.csv`` (the
+training locations and captions, the default gallery for prediction).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .batches import nearest_neighbours, neighbourhood_batches, random_batches
+from .captions import CaptionTemplate, captions_for
+from .config import TrainConfig
+from .data.images import ImageDataset
+from .device import autocast, resolve_device
+from .errors import CancelledError, InputError, ModelError
+from .features import ProgressFn, extract_image_features
+from .losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
+from .models import Backbone, create_backbone
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+TRAIN_SAMPLES = "train_samples.csv"
+METRICS = "metrics.jsonl"
+MAX_LOGIT_SCALE = 100.0
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    epochs: int
+    final_loss: float
+    samples_per_s: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def category_codes(values: pd.Series | None, n: int) -> torch.Tensor:
+    """Integer codes for a label column, −1 for missing (SPEC: −1 never equals anything)."""
+    if values is None:
+        return torch.full((n,), -1, dtype=torch.long)
+    cleaned = values.astype(object).where(values.notna() & (values.astype(str).str.strip() != ""))
+    codes, _ = pd.factorize(cleaned, use_na_sentinel=True)
+    return torch.as_tensor(codes, dtype=torch.long)
+
+
+def caption_template(config: TrainConfig) -> CaptionTemplate:
+    return CaptionTemplate(precision=config.caption_precision)
+
+
+def similarity_logits(backbone: Backbone, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+    """``logit_scale · normalize(img) @ normalize(txt).T`` (SPEC section 4)."""
+    scale = backbone.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+    return scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+
+
+def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero (a multiplier for LambdaLR)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def build_optimizer(backbone: Backbone, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; freshly initialised heads learn faster than the pretrained layers below them."""
+    head_ids = {id(p) for p in backbone.image_head.parameters()}
+    head_ids |= {id(p) for p in backbone.text_head.parameters()}
+    head_ids.add(id(backbone.logit_scale))
+    heads, body = [], []
+    for param in backbone.parameters():
+        if param.requires_grad:
+            (heads if id(param) in head_ids else body).append(param)
+    groups = [{"params": heads, "lr": config.head_lr}]
+    if body:
+        groups.append({"params": body, "lr": config.lr})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def trainable_state(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """The weights a run changed; the rest comes back from the backbone's pretrained source."""
+    names = {name for name, p in backbone.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in backbone.state_dict().items() if k in names}
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """CSV written atomically."""
+    tmp = path.with_name(path.name + ".partial")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def train(
+    samples: pd.DataFrame,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.objective`` on ``samples`` (the table :func:`read_samples` returns)."""
+    config.validate()
+    if len(samples) < 2:
+        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.exists() and not resume:
+        raise InputError(
+            f"{run_dir} already holds a trained model; pass --resume to continue it "
+            "or choose another output folder"
+        )
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    config.save(run_dir / CONFIG)
+
+    samples = samples.reset_index(drop=True)
+    captions = captions_for(samples, caption_template(config))
+    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
+    write_table(table, run_dir / TRAIN_SAMPLES)
+
+    backbone = create_backbone(config.backbone, config.pretrained, device=device)
+    backbone.set_trainable(image_trunk=config.mode == "finetune", text_layers=config.text_layers)
+    tokens = backbone.tokenize(captions)
+    lat = torch.as_tensor(samples["lat"].to_numpy(), dtype=torch.float64)
+    lon = torch.as_tensor(samples["lon"].to_numpy(), dtype=torch.float64)
+    street = category_codes(samples.get("street"), len(samples))
+    city = category_codes(samples.get("city"), len(samples))
+    region_labels = samples.get("region")
+    if region_labels is None or region_labels.isna().all():
+        region_labels = samples.get(
+            "city"
+        )  # the fairness term needs groups; towns are the next best
+    region = category_codes(region_labels, len(samples))
+
+    features = None
+    if config.mode == "cached":
+        features = extract_image_features(
+            backbone,
+            samples["image_path"].tolist(),
+            device=device,
+            cache_dir=cache_dir,
+            num_workers=config.num_workers,
+            progress=progress,
+            cancel=cancel,
+        )
+    images = ImageDataset(samples["image_path"].tolist(), backbone.preprocess)
+
+    neighbours = nearest_neighbours(lat.numpy(), lon.numpy(), config.neighbours_per_anchor)
+    rng = np.random.default_rng(config.seed)
+
+    def epoch_batches() -> list[np.ndarray]:
+        if config.neighbours_per_anchor > 0:
+            batches = neighbourhood_batches(neighbours, config.batch_size, rng)
+        else:
+            batches = random_batches(len(samples), config.batch_size, rng)
+        return [b for b in batches if len(b) >= 2]
+
+    steps_per_epoch = len(epoch_batches())
+    rng = np.random.default_rng(config.seed)  # the probe above must not shift the real epochs
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = build_optimizer(backbone, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_schedule(total_steps, max(1, int(config.warmup_fraction * total_steps)))
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    weights = LossWeights(
+        lambda_nc=config.lambda_nc,
+        lambda_fair=config.lambda_fair,
+        nc_temperature=config.nc_temperature,
+    )
+
+    start_epoch = 0
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        backbone.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        start_epoch = state["epoch"]
+
+    def batch_loss(idx: np.ndarray, batch_images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        index = torch.as_tensor(idx)
+        with autocast(device):
+            if features is not None:
+                img = backbone.image_head(features[index].to(device))
+            else:
+                img = backbone.encode_image(batch_images.to(device, non_blocking=True))
+            txt = backbone.encode_text(tokens[index].to(device))
+            logits = similarity_logits(backbone, img, txt)
+        img, txt, logits = img.float(), txt.float(), logits.float()
+        if config.objective == "clip":
+            loss = clip_infonce(logits)
+            return loss, {"infonce": float(loss)}
+        kernel = config.kernel
+        w = spatial_weights(
+            lat[index].to(device),
+            lon[index].to(device),
+            scale_m=kernel.scale_m,
+            cutoff_m=kernel.cutoff_m,
+            kernel=kernel.kernel,
+            street=street[index].to(device),
+            city=city[index].to(device),
+            street_bonus=kernel.street_bonus,
+            city_bonus=kernel.city_bonus,
+        ).float()
+        return swclip_loss(logits, img, txt, w, region[index].to(device), weights)
+
+    loss_value = float("nan")
+    samples_per_s = 0.0
+    with open(run_dir / METRICS, "a") as log:
+        bar = tqdm(
+            range(start_epoch, config.epochs), desc=f"train {config.objective}", unit="epoch"
+        )
+        for epoch in bar:
+            backbone.train()
+            if features is not None:
+                backbone.eval()  # frozen trunk: keep its normalisation statistics fixed
+            batches = epoch_batches()
+            loader = (
+                DataLoader(images, batch_sampler=batches, num_workers=config.num_workers)
+                if features is None
+                else ((None, None) for _ in batches)
+            )
+            started = time.perf_counter()
+            totals: dict[str, float] = {}
+            for step, (idx, (batch_images, _)) in enumerate(zip(batches, loader, strict=True)):
+                if cancel is not None and cancel():
+                    raise CancelledError("training cancelled; the last finished epoch is kept")
+                loss, parts = batch_loss(idx, batch_images)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                for key, value in parts.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                totals["loss"] = totals.get("loss", 0.0) + float(loss)
+                if progress is not None:
+                    done = (epoch - start_epoch) * len(batches) + step + 1
+                    total = (config.epochs - start_epoch) * len(batches)
+                    progress(done / total, f"epoch {epoch + 1}/{config.epochs}")
+            seconds = time.perf_counter() - started
+            samples_per_s = sum(len(b) for b in batches) / seconds
+            loss_value = totals["loss"] / len(batches)
+            if not math.isfinite(loss_value):
+                raise ModelError(
+                    f"training diverged at epoch {epoch + 1} (loss {loss_value}); "
+                    "lower --lr / --head-lr"
+                )
+            record = {k: v / len(batches) for k, v in totals.items()}
+            record.update(
+                epoch=epoch + 1,
+                seconds=seconds,
+                samples_per_s=samples_per_s,
+                lr=scheduler.get_last_lr()[0],
+            )
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            atomic_torch_save(
+                {
+                    "epoch": epoch + 1,
+                    "backbone": {"name": config.backbone, "pretrained": config.pretrained},
+                    "model": trainable_state(backbone),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng.bit_generator.state,
+                },
+                checkpoint_path,
+            )
+    return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)
+
+
+def load_trained(
+    run_dir: str | Path, device: str | torch.device = "auto"
+) -> tuple[Backbone, TrainConfig]:
+    """The backbone of a run folder with its trained weights, ready for prediction."""
+    run_dir = Path(run_dir)
+    config_path, checkpoint_path = run_dir / CONFIG, run_dir / CHECKPOINT
+    if not config_path.exists() or not checkpoint_path.exists():
+        raise ModelError(
+            f"{run_dir} is not a trained model folder (needs {CONFIG} and {CHECKPOINT}); "
+            "train one with `swclip train`"
+        )
+    config = TrainConfig.load(config_path)
+    if isinstance(device, str):
+        device = resolve_device(device)
+    backbone = create_backbone(config.backbone, config.pretrained, device=device)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    missing = set(state["model"]) - set(backbone.state_dict())
+    if missing:
+        raise ModelError(f"the checkpoint in {run_dir} does not fit backbone {config.backbone!r}")
+    backbone.load_state_dict(state["model"], strict=False)
+    backbone.eval()
+    return backbone, config

@@ -1,0 +1,55 @@
+"""Shared test set-up: no network, bundled data paths, a per-session feature cache."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = REPO / "resources" / "sample_data" / "photos"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+class NetworkAccessError(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """Fail any test that tries to reach beyond this machine (weights must come from packages)."""
+    original = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if (
+            isinstance(host, str)
+            and host not in ("127.0.0.1", "localhost", "::1")
+            and "/" not in host
+        ):
+            raise NetworkAccessError(f"test tried to connect to {address!r}")
+        return original(self, address)
+
+    socket.socket.connect = guarded
+    yield
+    socket.socket.connect = original
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory) -> Path:
+    """One on-disk feature cache for the whole run, so photos are encoded once."""
+    return tmp_path_factory.mktemp("swclip-cache")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The project brief's ../shared/data, absent in a user's clone."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (only the project's own machines have it)")
+    return SHARED_DATA
