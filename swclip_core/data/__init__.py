@@ -1,0 +1,7 @@
+"""Readers for geo-tagged street-view samples, and the image loader all model inputs go through."""
+
+from swclip_core.data.exif import read_exif_gps
+from swclip_core.data.images import ImageDataset, load_image
+from swclip_core.data.samples import SAMPLE_COLUMNS, read_samples
+
+__all__ = ["SAMPLE_COLUMNS", "ImageDataset", "load_image", "read_exif_gps", "read_samples"]
