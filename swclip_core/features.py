@@ -24,6 +24,13 @@ from .errors import CancelledError
 ProgressFn = Callable[[float, str], None]
 
 
+def progress_span(progress: ProgressFn | None, start: float, end: float) -> ProgressFn | None:
+    """Map a stage's own 0..1 progress onto [start, end] of the caller's overall progress."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
 def default_cache_dir() -> Path:
     """``$SWCLIP_CACHE_DIR``, else ``~/.cache/swclip``."""
     return Path(os.environ.get("SWCLIP_CACHE_DIR", Path.home() / ".cache" / "swclip"))

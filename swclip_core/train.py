@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .data.images import ImageDataset
 from .device import autocast, resolve_device
 from .errors import CancelledError, InputError, ModelError
-from .features import ProgressFn, extract_image_features
+from .features import ProgressFn, extract_image_features, progress_span
 from .losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
 from .models import Backbone, create_backbone
 
@@ -42,6 +42,7 @@ CONFIG = "config.json"
 TRAIN_SAMPLES = "train_samples.csv"
 METRICS = "metrics.jsonl"
 MAX_LOGIT_SCALE = 100.0
+FEATURE_SHARE = 0.2  # share of the overall progress given to feature extraction in cached mode
 
 
 @dataclass
@@ -93,9 +94,7 @@ def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], floa
 
 def build_optimizer(backbone: Backbone, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; freshly initialised heads learn faster than the pretrained layers below them."""
-    head_ids = {id(p) for p in backbone.image_head.parameters()}
-    head_ids |= {id(p) for p in backbone.text_head.parameters()}
-    head_ids.add(id(backbone.logit_scale))
+    head_ids = {id(p) for p in backbone.head_parameters()}
     heads, body = [], []
     for param in backbone.parameters():
         if param.requires_grad:
@@ -178,9 +177,10 @@ def train(
             device=device,
             cache_dir=cache_dir,
             num_workers=config.num_workers,
-            progress=progress,
+            progress=progress_span(progress, 0.0, FEATURE_SHARE),
             cancel=cancel,
         )
+        progress = progress_span(progress, FEATURE_SHARE, 1.0)
     images = ImageDataset(samples["image_path"].tolist(), backbone.preprocess)
 
     neighbours = nearest_neighbours(lat.numpy(), lon.numpy(), config.neighbours_per_anchor)
@@ -272,7 +272,7 @@ def train(
                 scheduler.step()
                 for key, value in parts.items():
                     totals[key] = totals.get(key, 0.0) + value
-                totals["loss"] = totals.get("loss", 0.0) + float(loss)
+                totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
                 if progress is not None:
                     done = (epoch - start_epoch) * len(batches) + step + 1
                     total = (config.epochs - start_epoch) * len(batches)

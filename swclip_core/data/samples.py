@@ -46,6 +46,7 @@ TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 
 # Candidate names for auto-detection, in order of preference, compared case-insensitively.
 _CANDIDATES = {
+    "id": ("sample_id", "id"),
     "image": ("image_path", "image", "path", "file", "filename", "photo"),
     "lat": ("lat", "latitude"),
     "lon": ("lon", "lng", "long", "longitude"),

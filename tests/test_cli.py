@@ -1,0 +1,220 @@
+"""The `swclip` command end to end on the bundled real photos, and its handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+
+from swclip_core.cli import EXIT_PARTIAL, main
+from swclip_core.data import read_exif_gps
+
+from .conftest import PHOTOS, REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def photo_run(tmp_path_factory, feature_cache):
+    """`swclip train` on the 41 bundled photos (coordinates from their EXIF), a few epochs."""
+    run = tmp_path_factory.mktemp("runs") / "photos"
+    code = main(
+        [
+            "train",
+            str(PHOTOS),
+            "--out",
+            str(run),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    return run
+
+
+def test_help_explains_commands_and_exit_codes():
+    result = subprocess.run(
+        [sys.executable, "-m", "swclip_core.cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for word in ("train", "predict", "evaluate", "demo", "exit codes", "skipped"):
+        assert word in result.stdout
+
+
+def test_train_writes_a_reproducible_run_folder(photo_run):
+    config = json.loads((photo_run / "config.json").read_text())
+    assert config["objective"] == "swclip" and config["epochs"] == 3
+    epochs = [json.loads(line) for line in (photo_run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(np.isfinite(e["loss"]) for e in epochs)
+    gallery = pd.read_csv(photo_run / "train_samples.csv")
+    assert len(gallery) == 41 and gallery["caption"].str.contains("Lat: ").all()
+
+
+def test_predict_writes_points_with_errors_in_metres(photo_run, tmp_path, feature_cache):
+    out = tmp_path / "pred.gpkg"
+    code = main(
+        [
+            "predict",
+            str(PHOTOS),
+            "--model",
+            str(photo_run),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    points = pyogrio.read_dataframe(out, layer="predicted_points")
+    assert len(points) == 41 and points.crs.to_epsg() == 4326
+    # the truth columns are the EXIF coordinates, and error_m is their distance to the prediction
+    for row in points.itertuples():
+        lat, lon = read_exif_gps(row.image_path)
+        assert row.true_lat == pytest.approx(lat, abs=1e-9)
+        assert row.true_lon == pytest.approx(lon, abs=1e-9)
+    from swclip_core.geo import haversine_m
+
+    expected = haversine_m(points.true_lat, points.true_lon, points.geometry.y, points.geometry.x)
+    assert np.allclose(points["error_m"], expected, rtol=1e-6, atol=1e-3)
+    lines = pyogrio.read_dataframe(out, layer="error_lines")
+    assert len(lines) == 41
+
+
+def test_evaluate_prints_table1_and_writes_json(photo_run, tmp_path, capsys, feature_cache):
+    out = tmp_path / "figures.json"
+    code = main(
+        [
+            "evaluate",
+            str(PHOTOS),
+            "--model",
+            str(photo_run),
+            "--json",
+            str(out),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for column in ("median_error_m", "r_at_1", "geo_align", "ssi", "city_align"):
+        assert column in printed
+    summary = json.loads(out.read_text())["summary"]
+    assert 0.0 <= summary["r_at_1"] <= 1.0 and summary["n"] == 41
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(photo_run, capsys):
+    code = main(["train", str(PHOTOS), "--out", str(photo_run), "--epochs", "1"])
+    assert code == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path, feature_cache):
+    run = tmp_path / "run"
+    common = [
+        str(PHOTOS),
+        "--out",
+        str(run),
+        "--batch-size",
+        "16",
+        "--cache-dir",
+        str(feature_cache),
+    ]
+    assert main(["train", *common, "--epochs", "1"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["epochs"] = 2
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", *common, "--epochs", "2", "--resume"]) == 0
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def bad_input_csv(tmp_path):
+    """Good photos plus one record of each kind of problem."""
+    names = ["lund_01.jpg", "lund_05.jpg", "lund_10.jpg", "lund_20.jpg", "panoramax_e1.jpg"]
+    rows = []
+    for name in names:
+        shutil.copy(PHOTOS / name, tmp_path / name)
+        lat, lon = read_exif_gps(PHOTOS / name)
+        rows.append({"id": name, "image": name, "lat": lat, "lon": lon})
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
+    rows += [
+        {"id": "missing", "image": "nowhere.jpg", "lat": 55.7, "lon": 13.2},
+        {"id": "unreadable", "image": "broken.jpg", "lat": 55.7, "lon": 13.2},
+        {"id": "polar", "image": names[0], "lat": 95.0, "lon": 13.2},
+        {"id": "nocoord", "image": names[1], "lat": None, "lon": 13.2},
+    ]
+    path = tmp_path / "points.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_bad_records_are_skipped_and_reported(tmp_path, capsys, feature_cache):
+    csv = bad_input_csv(tmp_path)
+    before = csv.read_bytes()
+    run = tmp_path / "run"
+    code = main(
+        ["train", str(csv), "--out", str(run), "--epochs", "1", "--cache-dir", str(feature_cache)]
+    )
+    assert code == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    for record in ("missing", "unreadable", "polar", "nocoord"):
+        assert record in err
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert sorted(skipped["record"]) == ["missing", "nocoord", "polar", "unreadable"]
+    assert len(pd.read_csv(run / "train_samples.csv")) == 5  # the good records went through
+    assert csv.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("image,latitude_x,longitude_y\na.jpg,1,2\n", "column"),
+        ("image,lat,lon\n", "no"),
+    ],
+)
+def test_unusable_input_exits_2_with_a_message(tmp_path, capsys, content, message):
+    csv = tmp_path / "in.csv"
+    csv.write_text(content)
+    code = main(["train", str(csv), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("swclip: error:") and message in err.lower()
+    assert "Traceback" not in err
+
+
+def test_missing_input_and_explicit_missing_column(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
+    csv = tmp_path / "in.csv"
+    csv.write_text("image,lat,lon\na.jpg,1,2\n")
+    code = main(["train", str(csv), "--out", str(tmp_path / "r"), "--lat-column", "Y"])
+    assert code == 2
+    assert "Y" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_non_geopackage_output(photo_run, tmp_path, capsys):
+    code = main(
+        ["predict", str(PHOTOS), "--model", str(photo_run), "--out", str(tmp_path / "x.shp")]
+    )
+    assert code == 2 and ".gpkg" in capsys.readouterr().err
+
+
+def test_predict_with_a_folder_that_is_not_a_model(tmp_path, capsys):
+    code = main(
+        ["predict", str(PHOTOS), "--model", str(tmp_path), "--out", str(tmp_path / "x.gpkg")]
+    )
+    assert code == 3 and "swclip train" in capsys.readouterr().err
