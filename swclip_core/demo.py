@@ -92,7 +92,7 @@ def run_demo(
     from .evaluate import caption_table
     from .train import caption_template
 
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir or out / "cache"
     base = TrainConfig(device=device, epochs=epochs or DEMO_EPOCHS)

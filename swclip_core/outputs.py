@@ -7,6 +7,7 @@ an interrupted run never leaves a half-written output behind.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,7 +98,11 @@ def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str)
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with warnings.catch_warnings():
+        # Debian's python3-matplotlib (a QGIS dependency) leaves an mpl_toolkits that a newer
+        # matplotlib cannot use for 3-D axes; these maps are 2-D.
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+        import matplotlib.pyplot as plt
 
     lat0 = float(np.mean(predictions["true_lat"]))
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)

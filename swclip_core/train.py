@@ -228,7 +228,7 @@ def train(
         img, txt, logits = img.float(), txt.float(), logits.float()
         if config.objective == "clip":
             loss = clip_infonce(logits)
-            return loss, {"infonce": float(loss)}
+            return loss, {"infonce": float(loss.detach())}
         kernel = config.kernel
         w = spatial_weights(
             lat[index].to(device),

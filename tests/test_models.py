@@ -21,10 +21,24 @@ from swclip_core.models import Backbone, available_backbones, create_backbone, s
 PHOTO = "/work/shared/data/photos/lund_01.jpg"
 # ImageNet classes a photo of a street of terraced houses can sensibly get.
 BUILDING_CLASSES = {
-    "prison, prison house", "patio, terrace", "palace", "monastery", "library", "tile roof",
-    "church, church building", "castle", "cinema, movie theater, movie theatre, movie house",
-    "boathouse", "bell cote, bell cot", "triumphal arch", "street sign", "streetcar, tram",
-    "picket fence, paling", "sliding door", "window shade", "barbershop",
+    "prison, prison house",
+    "patio, terrace",
+    "palace",
+    "monastery",
+    "library",
+    "tile roof",
+    "church, church building",
+    "castle",
+    "cinema, movie theater, movie theatre, movie house",
+    "boathouse",
+    "bell cote, bell cot",
+    "triumphal arch",
+    "street sign",
+    "streetcar, tram",
+    "picket fence, paling",
+    "sliding door",
+    "window shade",
+    "barbershop",
 }
 
 
@@ -77,8 +91,12 @@ def test_image_trunk_holds_every_shipped_tensor(lite):
     unused = list(range(len(target)))
     for key, tensor in source.items():  # each source tensor equals exactly one unused trunk tensor
         match = next(
-            (i for i in unused
-             if target[i].shape == tensor.shape and torch.equal(target[i], tensor)), None
+            (
+                i
+                for i in unused
+                if target[i].shape == tensor.shape and torch.equal(target[i], tensor)
+            ),
+            None,
         )
         assert match is not None, key
         unused.remove(match)
@@ -221,10 +239,20 @@ def tiny_vit_name(tmp_path_factory) -> str:
     name = "swclip-test-tiny-vit"
     config = {
         "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16,
-                       "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 3},
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "patch_size": 16,
+            "head_width": 32,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 3,
+        },
     }
     folder = tmp_path_factory.mktemp("configs")
     (folder / f"{name}.json").write_text(json.dumps(config))
@@ -238,16 +266,20 @@ def test_vit_gets_identity_adapter_and_loads_a_local_file(tiny_vit_name, tmp_pat
     assert (backbone.feature_dim, backbone.embed_dim) == (32, 32)
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(backbone.encode_image(images),
-                                   backbone.model.encode_image(images))
+        torch.testing.assert_close(
+            backbone.encode_image(images), backbone.model.encode_image(images)
+        )
         tokens = backbone.tokenize(["a street", "a square"])
         assert tokens.shape == (2, 16)
         assert backbone.encode_text(tokens).shape == (2, 32)
 
     backbone.set_trainable(text_layers=1)
     expected = {"adapter.weight", "adapter.bias", "model.logit_scale", "model.text_projection"}
-    expected |= {n for n, _ in backbone.named_parameters()
-                 if n.startswith(("model.transformer.resblocks.2.", "model.ln_final."))}
+    expected |= {
+        n
+        for n, _ in backbone.named_parameters()
+        if n.startswith(("model.transformer.resblocks.2.", "model.ln_final."))
+    }
     assert _trainable(backbone) == expected
 
     path = tmp_path / "tiny.pt"
@@ -273,3 +305,18 @@ def test_bad_pretrained_values_are_model_errors(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="Cannot read checkpoint"):
         create_backbone("swclip-lite", pretrained=str(broken))
+
+
+@pytest.mark.slow
+def test_trimming_padding_keeps_text_embeddings(lite):
+    tokens = lite.tokenize(
+        [
+            "Street: Abbey Road, City: Ballasalla. Lat: 54.09923, Lon: -4.63401.",
+            "Lat: 1.00000, Lon: 2.00000.",
+        ]
+    )
+    trimmed = lite._trim_padding(tokens)
+    assert trimmed.shape[1] < tokens.shape[1]
+    with torch.no_grad():
+        full = lite.model.encode_text(tokens)
+        assert torch.allclose(lite.encode_text(tokens), full, atol=1e-5)

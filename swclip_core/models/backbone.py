@@ -111,7 +111,21 @@ class Backbone(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Text embeddings ``(B, embed_dim)``, not normalised."""
-        return self.model.encode_text(tokens.to(self.logit_scale.device))
+        return self.model.encode_text(self._trim_padding(tokens).to(self.logit_scale.device))
+
+    def _trim_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Drop the columns that are padding in every row of the batch (Hugging Face towers).
+
+        Their attention mask and pooling ignore padding, so the embeddings do not change; location
+        captions use about half of the 77-token context, so this halves the text tower's work.
+        open_clip's own text transformer adds a fixed-length positional embedding: left as is.
+        """
+        pad_id = getattr(getattr(getattr(self.model, "text", None), "config", None),
+                         "pad_token_id", None)
+        if pad_id is None:
+            return tokens
+        used = (tokens != pad_id).any(dim=0).nonzero()
+        return tokens[:, : int(used.max()) + 1] if len(used) else tokens
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The freshly initialised parts (both projections, the temperature): they learn faster."""
