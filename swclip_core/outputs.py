@@ -93,8 +93,13 @@ def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def format_distance(metres: float) -> str:
+    """``850 m`` below a kilometre, ``12.3 km`` above."""
+    return f"{metres:,.0f} m" if metres < 1000 else f"{metres / 1000:,.1f} km"
+
+
 def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str) -> Path:
-    """A PNG map: true locations, predictions and the error line between them, scaled in km."""
+    """A PNG map: true locations, predictions coloured by error, and the lines between them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,6 +108,7 @@ def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str)
         # matplotlib cannot use for 3-D axes; these maps are 2-D.
         warnings.filterwarnings("ignore", message="Unable to import Axes3D")
         import matplotlib.pyplot as plt
+        from matplotlib.colors import LogNorm
 
     lat0 = float(np.mean(predictions["true_lat"]))
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
@@ -117,28 +123,35 @@ def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str)
     ax.scatter(
         predictions["true_lon"],
         predictions["true_lat"],
-        s=14,
-        c="#1b9e77",
+        s=22,
+        facecolors="none",
+        edgecolors="#1b9e77",
+        linewidths=1.2,
         label="true location",
         zorder=2,
     )
+    errors = np.maximum(predictions["error_m"].to_numpy(dtype=float), 1.0)
+    # Errors span metres to kilometres: a log scale keeps both ends readable.
+    norm = LogNorm(vmin=errors.min(), vmax=max(errors.max(), errors.min() * 10))
     sc = ax.scatter(
         predictions["pred_lon"],
         predictions["pred_lat"],
-        s=16,
-        c=predictions["error_m"] / 1000.0,
-        cmap="magma_r",
-        marker="x",
+        s=18,
+        c=errors,
+        cmap="plasma",
+        norm=norm,
+        edgecolors="black",
+        linewidths=0.3,
         label="prediction (colour = error)",
         zorder=3,
     )
-    fig.colorbar(sc, ax=ax, shrink=0.75, label="error (km)")
+    fig.colorbar(sc, ax=ax, shrink=0.75, label="error (m, log scale)")
     # Degrees of longitude shrink with latitude: keep the map's shape true at the data's latitude.
     ax.set_aspect(1.0 / max(np.cos(np.radians(lat0)), 1e-6))
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
-    median_km = float(np.median(predictions["error_m"])) / 1000.0
-    ax.set_title(f"{title}\nmedian error {median_km:.2f} km, n = {len(predictions)}", fontsize=10)
+    median = format_distance(float(np.median(predictions["error_m"])))
+    ax.set_title(f"{title}\nmedian error {median}, n = {len(predictions)}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

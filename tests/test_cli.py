@@ -218,3 +218,19 @@ def test_predict_with_a_folder_that_is_not_a_model(tmp_path, capsys):
         ["predict", str(PHOTOS), "--model", str(tmp_path), "--out", str(tmp_path / "x.gpkg")]
     )
     assert code == 3 and "swclip train" in capsys.readouterr().err
+
+
+def test_train_then_predict_on_the_shared_photos(shared_data, tmp_path, feature_cache):
+    """The brief's own copy of the photos (skipped in a user's clone, which has the bundled one)."""
+    photos = shared_data / "photos"
+    run, out = tmp_path / "run", tmp_path / "pred.gpkg"
+    common = ["--cache-dir", str(feature_cache)]
+    assert main(["train", str(photos), "--out", str(run), "--epochs", "2", *common]) == 0
+    assert main(["predict", str(photos), "--model", str(run), "--out", str(out), *common]) == 0
+    points = pyogrio.read_dataframe(out, layer="predicted_points")
+    manifest = pd.read_csv(photos / "manifest.csv").set_index("path")
+    assert len(points) == len(manifest) == 41
+    for row in points.itertuples():
+        truth = manifest.loc[row.sample_id + ".jpg"]
+        assert abs(row.true_lat - truth.lat) < 1e-6 and abs(row.true_lon - truth.lon) < 1e-6
+    assert np.isfinite(points["error_m"]).all() and (points["error_m"] >= 0).all()
