@@ -22,6 +22,9 @@ WGS84 = "EPSG:4326"
 POINTS_LAYER = "predicted_points"
 LINES_LAYER = "error_lines"
 SKIPPED_LAYER = "skipped_records"
+# GeoPackage 1.2: the version that the GDAL of QGIS 3.22 (Debian 12) reads without a warning;
+# pyogrio's newer GDAL would otherwise write 1.4.
+GPKG_OPTIONS = {"VERSION": "1.2"}
 
 
 @contextmanager
@@ -78,7 +81,9 @@ def write_predictions_gpkg(
     path = Path(path)
     point_layer, line_layer = prediction_layers(predictions, crs)
     with atomic_path(path) as tmp:
-        pyogrio.write_dataframe(point_layer, tmp, layer=POINTS_LAYER, driver="GPKG")
+        pyogrio.write_dataframe(
+            point_layer, tmp, layer=POINTS_LAYER, driver="GPKG", dataset_options=GPKG_OPTIONS
+        )
         pyogrio.write_dataframe(line_layer, tmp, layer=LINES_LAYER, driver="GPKG", append=True)
         table = skipped_table(skipped or [])
         pyogrio.write_dataframe(table, tmp, layer=SKIPPED_LAYER, driver="GPKG", append=True)
