@@ -1,0 +1,121 @@
+"""The SPEC Table-1 comparison: all objectives on the same data, backbone, epochs, splits, seeds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from swclip_core.config import TrainConfig
+from swclip_core.data.splits import random_split, spatial_block_split
+from swclip_core.device import resolve_device
+from swclip_core.evaluate import caption_table, evaluate
+from swclip_core.features import file_digest
+from swclip_core.models import create_backbone
+from swclip_core.train import CHECKPOINT, caption_template, load_trained, train
+
+from .datasets import Dataset
+
+OBJECTIVES = ("zero-shot", "clip", "swclip", "semivariogram", "geoclip", "image-knn")
+PROTOCOLS = ("closed", "open")
+SPLITS = ("random", "spatial")
+FIGURES = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
+
+
+def split_indices(dataset: Dataset, split: str, seed: int):
+    samples = dataset.samples
+    if split == "random":
+        return random_split(len(samples), test_fraction=0.2, seed=seed)
+    return spatial_block_split(
+        samples["lat"].to_numpy(),
+        samples["lon"].to_numpy(),
+        block_m=dataset.block_m,
+        test_fraction=0.2,
+        seed=seed,
+    )
+
+
+def trained_model(objective: str, config: TrainConfig, train_set, run_dir: Path, cache: Path):
+    """The model of one objective (trained unless zero-shot) and its weights' fingerprint."""
+    device = resolve_device(config.device)
+    if objective == "zero-shot":
+        return create_backbone(config.backbone, device=device), config, ""
+    if not (run_dir / "config.json").exists():
+        train(train_set, replace(config, objective=objective), run_dir, cache_dir=cache)
+    model, loaded = load_trained(run_dir, device)
+    checkpoint = run_dir / CHECKPOINT
+    return model, loaded, file_digest(checkpoint) if checkpoint.exists() else run_dir.name
+
+
+def run_accuracy(
+    datasets: list[Dataset],
+    work: Path,
+    *,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    objectives: tuple[str, ...] = OBJECTIVES,
+    base: TrainConfig | None = None,
+) -> Iterator[dict]:
+    """Yield one record per dataset × split × seed × objective × protocol."""
+    base = base or TrainConfig()
+    cache = work / "cache"
+    device = resolve_device(base.device)
+    for dataset in datasets:
+        for split in SPLITS:
+            for seed in seeds:
+                train_idx, test_idx = split_indices(dataset, split, seed)
+                train_set = dataset.samples.iloc[train_idx].reset_index(drop=True)
+                test_set = dataset.samples.iloc[test_idx].reset_index(drop=True)
+                config = replace(
+                    base,
+                    seed=seed,
+                    epochs=dataset.epochs,
+                    batch_size=min(base.batch_size, len(train_set)),
+                )
+                gallery = caption_table(train_set, caption_template(config))
+                for objective in objectives:
+                    run_dir = work / "runs" / dataset.name / split / f"seed{seed}" / objective
+                    started = time.perf_counter()
+                    model, loaded, fingerprint = trained_model(
+                        objective, config, train_set, run_dir, cache
+                    )
+                    for protocol in PROTOCOLS:
+                        result = evaluate(
+                            model,
+                            loaded,
+                            test_set,
+                            device=device,
+                            protocol=protocol,
+                            gallery_table=gallery,
+                            model_fingerprint=fingerprint,
+                            cache_dir=cache,
+                        )
+                        record = {
+                            "dataset": dataset.name,
+                            "objective": objective,
+                            "protocol": protocol,
+                            "split": split,
+                            "seed": seed,
+                            **{k: float(result.summary[k]) for k in FIGURES},
+                            "n_train": len(train_set),
+                            "n_test": len(test_set),
+                            "gallery_size": int(result.context["gallery_size"]),
+                            "epochs": config.epochs if objective != "zero-shot" else 0,
+                            "seconds": time.perf_counter() - started,
+                        }
+                        record.update(
+                            {k: float(v) for k, v in result.summary.items() if k.startswith("acc_")}
+                        )
+                        yield record
+
+
+def summarise(records: list[dict]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, one row per dataset/split/protocol/objective."""
+    table = pd.DataFrame(records)
+    keys = ["dataset", "split", "protocol", "objective"]
+    grouped = table.groupby(keys, sort=False)[list(FIGURES)]
+    summary = grouped.mean().join(grouped.std(ddof=0), rsuffix="_sd")
+    summary["seeds"] = table.groupby(keys, sort=False)["seed"].nunique()
+    return summary.reset_index()
