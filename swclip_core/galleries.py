@@ -1,15 +1,48 @@
-"""Where a gallery's locations come from: the training run, or a user's file of locations."""
+"""Where a gallery's locations come from, and gallery files.
+
+A gallery is a list of places (lat, lon, street, city, country and their caption); images are not
+needed. Sources: the training run, a set of samples, points every N metres along a line layer
+(carrying the street name), a regular grid inside polygons, or a user's point layer. A gallery is
+saved as a GeoPackage point layer ``gallery`` (:func:`save_gallery`); its caption embeddings are
+cached per model by :func:`swclip_core.retrieval.build_gallery`, so it is embedded once per model.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import geopandas as gpd
+import numpy as np
 import pandas as pd
+import pyogrio
+import shapely
 
-from .captions import CaptionTemplate, captions_for
+from .captions import DEFAULT_TEMPLATE, CaptionTemplate, captions_for
+from .data.joins import (
+    check_layer,
+    check_polygons,
+    local_metric_crs,
+    name_field_of,
+    read_layer,
+    read_polygons,
+    text_values,
+)
 from .errors import InputError
+from .geo import WGS84
+from .outputs import GPKG_OPTIONS, atomic_path
 
 LABEL_COLUMNS = ("street", "city", "country")
+GALLERY_COLUMNS = ("lat", "lon", *LABEL_COLUMNS, "caption")
+GALLERY_LAYER = "gallery"
+# Above this many locations a gallery is almost certainly a wrong spacing (metres vs degrees).
+MAX_GALLERY_SIZE = 2_000_000
+# Label columns read from a user's layer, tried in this order (case-insensitively).
+_LABEL_CANDIDATES = {
+    "street": ("street", "addr:street", "road"),
+    "city": ("city", "town", "addr:city", "locality"),
+    "country": ("country", "addr:country"),
+}
 
 
 def training_gallery(run_dir: Path) -> pd.DataFrame:
@@ -22,43 +55,247 @@ def training_gallery(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"sample_id": str})
 
 
-def gallery_from_file(path: str | Path, template: CaptionTemplate) -> pd.DataFrame:
-    """A gallery from a CSV with lat/lon columns or a point layer; street/city/country if present.
+def _finish(table: pd.DataFrame, template: CaptionTemplate, source: object) -> pd.DataFrame:
+    """lat, lon, the label columns (None when absent) and a fresh caption, in that order."""
+    table = table.dropna(subset=["lat", "lon"]).reset_index(drop=True)
+    if table.empty:
+        raise InputError(f"gallery {source} holds no location with coordinates")
+    if len(table) > MAX_GALLERY_SIZE:
+        raise InputError(
+            f"gallery {source} would hold {len(table):,} locations (limit "
+            f"{MAX_GALLERY_SIZE:,}); use a larger spacing (it is in metres)"
+        )
+    out = pd.DataFrame({"lat": table["lat"].astype(float), "lon": table["lon"].astype(float)})
+    for column in LABEL_COLUMNS:
+        values = table[column] if column in table else pd.Series([None] * len(table))
+        out[column] = text_values(values).to_numpy()
+    return out.assign(caption=captions_for(out, template))
 
-    Images are not needed: a gallery is a list of places.
+
+def _check_spacing(spacing_m: float) -> None:
+    if not (isinstance(spacing_m, int | float) and math.isfinite(spacing_m) and spacing_m > 0):
+        raise InputError(
+            f"The gallery spacing must be a positive number of metres, not {spacing_m}"
+        )
+
+
+def _lat_lon(geometry: gpd.GeoSeries) -> tuple[np.ndarray, np.ndarray]:
+    wgs = geometry.to_crs(WGS84)
+    return wgs.y.to_numpy(), wgs.x.to_numpy()
+
+
+def gallery_from_samples(
+    samples: pd.DataFrame, template: CaptionTemplate = DEFAULT_TEMPLATE
+) -> pd.DataFrame:
+    """The distinct locations (coordinates and labels) of a sample table, captioned."""
+    if not {"lat", "lon"} <= set(samples.columns):
+        raise InputError("samples need lat and lon columns to make a gallery")
+    table = pd.DataFrame({c: samples[c] for c in ("lat", "lon", *LABEL_COLUMNS) if c in samples})
+    # Two photos of one place give one gallery entry: a repeated caption adds nothing.
+    table = table.drop_duplicates().reset_index(drop=True)
+    return _finish(table, template, "from samples")
+
+
+def gallery_along_lines(
+    lines: str | Path | gpd.GeoDataFrame,
+    *,
+    spacing_m: float,
+    name_field: str | None = None,
+    template: CaptionTemplate = DEFAULT_TEMPLATE,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Points every ``spacing_m`` metres along each line, carrying its name as ``street``.
+
+    Each part of a (multi)line gets points at 0, s, 2s, ... metres from its start, measured in a
+    local azimuthal equidistant projection around the layer (any input CRS); a part shorter than
+    the spacing gets one point at its middle. ``name_field`` is detected when None; ``city`` and
+    ``country`` attributes are carried when the layer has them.
+    """
+    _check_spacing(spacing_m)
+    if isinstance(lines, gpd.GeoDataFrame):
+        frame = check_layer(lines, lines)
+    else:
+        frame = read_layer(lines, layer)
+    kinds = set(frame.geom_type) - {"LineString", "MultiLineString"}
+    if kinds:
+        raise InputError(
+            f"gallery lines {_label(lines)} hold {', '.join(sorted(kinds))} geometries; "
+            "give a line layer (e.g. streets)"
+        )
+    field = name_field_of(frame, name_field, _label(lines), "--name-field")
+    labels = _labels(frame)
+    labels["street"] = frame[field]
+    parts = frame.geometry.explode(index_parts=False)
+    lat, lon = _lat_lon(parts.representative_point())
+    crs = local_metric_crs(lat, lon)
+    local = parts.to_crs(crs).to_numpy()
+    lengths = shapely.length(local)
+    counts = np.where(lengths < spacing_m, 1, np.floor(lengths / spacing_m).astype(np.int64) + 1)
+    if counts.sum() > MAX_GALLERY_SIZE:
+        raise InputError(
+            f"{counts.sum():,} points along {_label(lines)}: use a larger --spacing-m (metres)"
+        )
+    part_of = np.repeat(np.arange(len(local)), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    distance = (np.arange(counts.sum()) - starts) * float(spacing_m)
+    distance = np.where(lengths[part_of] < spacing_m, lengths[part_of] / 2, distance)
+    points = gpd.GeoSeries(shapely.line_interpolate_point(local[part_of], distance), crs=crs)
+    table = labels.loc[parts.index[part_of]].reset_index(drop=True)
+    table["lat"], table["lon"] = _lat_lon(points)
+    return _finish(table, template, _label(lines))
+
+
+def gallery_grid(
+    polygon_layer: str | Path | gpd.GeoDataFrame,
+    *,
+    spacing_m: float,
+    template: CaptionTemplate = DEFAULT_TEMPLATE,
+    name_field: str | None = None,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Points of a regular ``spacing_m`` grid that fall inside the polygons.
+
+    The grid is square in a local azimuthal equidistant projection around the layer, aligned on
+    multiples of the spacing from its centre; a point in several polygons is kept once. With
+    ``name_field`` the polygon's name becomes the ``city`` of its points.
+    """
+    _check_spacing(spacing_m)
+    if isinstance(polygon_layer, gpd.GeoDataFrame):
+        polygons = check_polygons(polygon_layer, polygon_layer)
+    else:
+        polygons = read_polygons(polygon_layer, layer)
+    names = None
+    if name_field is not None:
+        names = polygons[name_field_of(polygons, name_field, polygon_layer, "--name-field")]
+    lat, lon = _lat_lon(polygons.geometry.representative_point())
+    local = polygons.geometry.to_crs(local_metric_crs(lat, lon))
+    rows = []
+    for position, (geometry, bounds) in enumerate(
+        zip(local.to_numpy(), local.bounds.to_numpy(), strict=True)
+    ):
+        first = np.ceil(bounds[:2] / spacing_m)
+        last = np.floor(bounds[2:] / spacing_m)
+        size = np.prod(np.maximum(last - first + 1, 0))
+        if size > MAX_GALLERY_SIZE:
+            raise InputError(
+                f"a {spacing_m:g} m grid over {_label(polygon_layer)} has over "
+                f"{MAX_GALLERY_SIZE:,} points; use a larger --spacing-m (metres)"
+            )
+        gx, gy = np.meshgrid(
+            np.arange(first[0], last[0] + 1) * spacing_m,
+            np.arange(first[1], last[1] + 1) * spacing_m,
+        )
+        inside = shapely.covers(geometry, shapely.points(gx.ravel(), gy.ravel()))
+        rows.append(
+            pd.DataFrame({"x": gx.ravel()[inside], "y": gy.ravel()[inside], "polygon": position})
+        )
+    grid = pd.concat(rows, ignore_index=True).drop_duplicates(subset=["x", "y"])
+    if grid.empty:
+        raise InputError(
+            f"no {spacing_m:g} m grid point falls inside {_label(polygon_layer)}; "
+            "use a smaller --spacing-m"
+        )
+    points = gpd.GeoSeries(gpd.points_from_xy(grid["x"], grid["y"]), crs=local.crs)
+    table = pd.DataFrame({"city": None if names is None else names.to_numpy()[grid["polygon"]]})
+    table["lat"], table["lon"] = _lat_lon(points)
+    return _finish(table, template, _label(polygon_layer))
+
+
+def gallery_from_points(
+    layer: str | Path | gpd.GeoDataFrame,
+    template: CaptionTemplate = DEFAULT_TEMPLATE,
+    *,
+    layer_name: str | None = None,
+) -> pd.DataFrame:
+    """A gallery from a user's point layer (any CRS) or a CSV with lat/lon columns.
+
+    Labels come from the fields street/addr:street/road, city/town/addr:city/locality and
+    country/addr:country (case-insensitively) when present. A GeoPackage saved by
+    :func:`save_gallery` is read from its ``gallery`` layer.
+    """
+    if isinstance(layer, gpd.GeoDataFrame):
+        frame = check_layer(layer, layer)
+    else:
+        path = Path(layer).expanduser()
+        if layer_name is None and path.suffix.lower() == ".gpkg" and path.exists():
+            names = [str(name) for name, _ in pyogrio.list_layers(path)]
+            layer_name = GALLERY_LAYER if GALLERY_LAYER in names else None
+        frame = read_layer(path, layer_name)
+    kinds = set(frame.geom_type) - {"Point"}
+    if kinds:
+        raise InputError(
+            f"gallery layer {_label(layer)} must hold points, not {', '.join(sorted(kinds))}"
+        )
+    table = _labels(frame)
+    table["lat"], table["lon"] = _lat_lon(frame.geometry)
+    return _finish(table, template, _label(layer))
+
+
+def gallery_from_file(path: str | Path, template: CaptionTemplate) -> pd.DataFrame:
+    """A gallery from a CSV with lat/lon columns, a point layer or a saved gallery GeoPackage.
+
+    Captions are always rewritten with ``template`` (the model's own), so a gallery saved with
+    another template still matches the model it is used with.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"gallery file {path} does not exist")
-    if path.suffix.lower() in {".csv", ".txt"}:
-        table = pd.read_csv(path)
-        lower = {c.lower(): c for c in table.columns}
-        lat_col = next((lower[c] for c in ("lat", "latitude") if c in lower), None)
-        lon_col = next((lower[c] for c in ("lon", "lng", "longitude") if c in lower), None)
-        if lat_col is None or lon_col is None:
-            raise InputError(
-                f"gallery {path.name} needs lat and lon columns (WGS84 degrees); "
-                f"it has {list(table.columns)}"
-            )
-        table = table.rename(columns={lat_col: "lat", lon_col: "lon"})
-    else:
-        import geopandas as gpd
+    return gallery_from_points(path, template)
 
-        layer = gpd.read_file(path)
-        if layer.crs is None:
-            raise InputError(
-                f"gallery layer {path.name} has no CRS; set one in QGIS and save again"
-            )
-        if not (layer.geom_type == "Point").all():
-            raise InputError(f"gallery layer {path.name} must hold points")
-        layer = layer.to_crs("EPSG:4326")
-        table = pd.DataFrame(layer.drop(columns="geometry")).assign(
-            lat=layer.geometry.y.to_numpy(), lon=layer.geometry.x.to_numpy()
+
+def save_gallery(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a gallery as the EPSG:4326 point layer ``gallery`` of a GeoPackage, atomically."""
+    path = Path(path)
+    if path.suffix.lower() != ".gpkg":
+        raise InputError(f"a gallery is saved as a GeoPackage ending in .gpkg, not {path.name}")
+    missing = {"lat", "lon", "caption"} - set(table.columns)
+    if missing:
+        raise InputError(f"a gallery needs columns lat, lon and caption; missing {sorted(missing)}")
+    data = pd.DataFrame({c: table.get(c) for c in GALLERY_COLUMNS}).reset_index(drop=True)
+    for column in (*LABEL_COLUMNS, "caption"):
+        data[column] = text_values(data[column])
+    frame = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(data["lon"], data["lat"]), crs=WGS84)
+    with atomic_path(path) as tmp:
+        pyogrio.write_dataframe(
+            frame, tmp, layer=GALLERY_LAYER, driver="GPKG", dataset_options=GPKG_OPTIONS
         )
-    table = table.dropna(subset=["lat", "lon"]).reset_index(drop=True)
-    for column in LABEL_COLUMNS:
-        if column not in table:
-            table[column] = None
-    if table.empty:
-        raise InputError(f"gallery {path.name} holds no location with coordinates")
-    return table.assign(caption=captions_for(table, template))
+    return path
+
+
+def load_gallery(path: str | Path) -> pd.DataFrame:
+    """A gallery written by :func:`save_gallery`, as saved (captions included)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"gallery file {path} does not exist")
+    frame = read_layer(path, GALLERY_LAYER if _has_layer(path, GALLERY_LAYER) else None)
+    missing = set(GALLERY_COLUMNS) - set(frame.columns)
+    if missing:
+        raise InputError(
+            f"{path} is not a saved gallery (missing fields {sorted(missing)}); "
+            "make one with `swclip gallery`"
+        )
+    return pd.DataFrame(frame[list(GALLERY_COLUMNS)])
+
+
+def _has_layer(path: Path, name: str) -> bool:
+    try:
+        return name in {str(n) for n, _ in pyogrio.list_layers(path)}
+    except pyogrio.errors.DataSourceError:
+        return False
+
+
+def _label(source: object) -> str:
+    return str(source) if isinstance(source, str | Path) else "the given layer"
+
+
+def _labels(frame: gpd.GeoDataFrame) -> pd.DataFrame:
+    """street/city/country from the layer's own fields (None where it has none)."""
+    lower: dict[str, str] = {}
+    for column in frame.columns:
+        if column != frame.geometry.name:
+            lower.setdefault(str(column).lower(), column)
+    table = pd.DataFrame(index=frame.index)
+    for target, candidates in _LABEL_CANDIDATES.items():
+        column = next((lower[c] for c in candidates if c in lower), None)
+        table[target] = frame[column].astype(object) if column is not None else None
+    return table
