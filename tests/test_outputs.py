@@ -37,7 +37,8 @@ def test_geopackage_has_points_lines_and_skipped(tmp_path, predictions):
         predictions, tmp_path / "out.gpkg", skipped=[{"record": "d", "reason": "image missing"}]
     )
     layers = {name for name, _ in pyogrio.list_layers(path)}
-    assert layers == {"predicted_points", "error_lines", "skipped_records"}
+    # layer_styles holds the QGIS default styles of the point and line layers.
+    assert layers == {"predicted_points", "error_lines", "skipped_records", "layer_styles"}
     points = pyogrio.read_dataframe(path, layer="predicted_points")
     assert points.crs.to_epsg() == 4326
     assert np.allclose(points.geometry.y, predictions["pred_lat"])
