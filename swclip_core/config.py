@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import InputError
 
-OBJECTIVES = ("swclip", "clip")
+OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
 
@@ -54,6 +54,12 @@ class TrainConfig:
     lambda_nc: float = 0.5
     lambda_fair: float = 0.1
     nc_temperature: float = 0.1
+    # geoclip: past batches' GPS kept as extra negatives (GeoCLIP's dynamic queue), and the
+    # standard deviation (metres, per axis) of the Gaussian noise on positive GPS. 150 m is
+    # GeoCLIP's positive-noise scale; it stays below the swclip kernel scale (250 m), so the
+    # peer is not handed a wider spatial tolerance than SW-CLIP.
+    gps_queue_size: int = 4096
+    gps_noise_m: float = 150.0
     caption_precision: int = 5
     seed: int = 0
     device: str = "auto"
@@ -71,6 +77,8 @@ class TrainConfig:
             raise InputError("epochs must be >= 1 and batch size >= 2")
         if self.kernel.scale_m <= 0:
             raise InputError("the kernel scale (metres) must be positive")
+        if self.gps_queue_size < 0 or self.gps_noise_m < 0:
+            raise InputError("gps_queue_size and gps_noise_m must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 
 from .captions import captions_for
 from .device import autocast
+from .errors import InputError
 from .features import ProgressFn, extract_image_features
 from .geo import haversine_m, pairwise_haversine_m
+from .knn import KNN_TEMPERATURE, KNN_WEIGHT, KnnLocalizer, fuse_predictions
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
 from .retrieval import Gallery, build_gallery, predict_locations, top_k
 from .train import caption_template
@@ -111,15 +113,34 @@ def evaluate(
     cache_dir: Path | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
+    knn: KnnLocalizer | None = None,
+    knn_weight: float = KNN_WEIGHT,
+    knn_temperature: float = KNN_TEMPERATURE,
 ) -> Evaluation:
     """Localize ``samples`` with a trained (or zero-shot) backbone and compute every metric.
 
     ``temperature`` of the weighted prediction defaults to the model's own learned temperature.
+    An ``image-knn`` run localizes with its ``knn`` gallery (:func:`knn.load_knn`) under either
+    protocol: its gallery is the training images, so R@1 and Geo-Align (defined on captions) are
+    NaN, and SSI/City-Align are computed on its frozen image features. For any other objective a
+    ``knn`` gallery fuses image-kNN into the caption retrieval (open protocol only), with
+    ``knn_weight`` its share and ``knn_temperature`` its softmax temperature.
     """
     samples = samples.reset_index(drop=True)
-    template = caption_template(config)
     lat = samples["lat"].to_numpy(dtype=float)
     lon = samples["lon"].to_numpy(dtype=float)
+    if config.objective == "image-knn":
+        return _evaluate_image_knn(
+            knn, config, samples, protocol=protocol, k=k, method=method,
+            temperature=KNN_TEMPERATURE if temperature is None else temperature,
+            cache_dir=cache_dir, progress=progress, cancel=cancel,
+        )
+    if knn is not None and protocol != "open":
+        raise InputError(
+            "fusing caption retrieval with image-kNN is defined for the open protocol only "
+            "(the closed protocol's gallery is the evaluated photos' own captions)"
+        )
+    template = caption_template(config)
     if temperature is None:
         temperature = float(1.0 / backbone.logit_scale.detach().exp().clamp(max=100.0))
     image_emb = embed_images(
@@ -145,6 +166,16 @@ def evaluate(
             cache_dir=cache_dir if model_fingerprint else None,
         )
     pred = localize(image_emb, gallery, k=k, method=method, temperature=temperature)
+    candidates_table = gallery.table
+    if knn is not None:
+        knn_pred = knn.localize(
+            samples["image_path"].tolist(), k=k, method=method, temperature=knn_temperature,
+            cache_dir=cache_dir, cancel=cancel,
+        )
+        pred, candidates_table = fuse_predictions(
+            pred, gallery.table, temperature, knn_pred, knn.table, knn_temperature,
+            knn_weight=knn_weight, method=method,
+        )
     errors = haversine_m(pred.lat, pred.lon, lat, lon)
     summary: dict[str, float] = dict(error_summary(errors))
     rank = np.full(len(samples), -1)
@@ -157,39 +188,8 @@ def evaluate(
     else:
         summary["r_at_1"] = float("nan")
         summary["geo_align"] = float("nan")
-    summary["ssi"] = ssi(image_emb.numpy(), lat, lon, k=min(10, len(samples) - 1))
-    summary["city_align"] = (
-        city_align(image_emb.numpy(), samples["city"].to_numpy(), k=min(10, len(samples) - 1))
-        if "city" in samples
-        else float("nan")
-    )
-    gallery_lat = gallery.table["lat"].to_numpy(dtype=float)
-    gallery_lon = gallery.table["lon"].to_numpy(dtype=float)
-    candidates = [
-        json.dumps(
-            [
-                [round(gallery_lat[j], 6), round(gallery_lon[j], 6), round(float(s), 4)]
-                for j, s in zip(row_index, row_score, strict=True)
-            ]
-        )
-        for row_index, row_score in zip(pred.top_index, pred.top_score, strict=True)
-    ]
-    predictions = pd.DataFrame(
-        {
-            "sample_id": samples["sample_id"].astype(str),
-            "image_path": samples["image_path"],
-            "true_lat": lat,
-            "true_lon": lon,
-            "pred_lat": pred.lat,
-            "pred_lon": pred.lon,
-            "error_m": errors,
-            "rank_of_truth": rank,
-            "confidence": pred.confidence,
-            "uncertainty_m": pred.uncertainty_m,
-            "top_caption": gallery.table["caption"].to_numpy()[pred.top_index[:, 0]],
-            "candidates": candidates,
-        }
-    )
+    summary.update(embedding_metrics(image_emb, samples))
+    predictions = prediction_table(samples, pred, errors, rank, candidates_table)
     context = {
         "protocol": protocol,
         "gallery_size": len(gallery),
@@ -200,4 +200,113 @@ def evaluate(
         "objective": config.objective,
         "seed": config.seed,
     }
+    if knn is not None:
+        context.update(
+            objective=f"{config.objective}+image-knn",
+            knn_gallery_size=len(knn.table),
+            knn_weight=knn_weight,
+            knn_temperature=knn_temperature,
+        )
     return Evaluation(predictions, summary, context)
+
+
+def embedding_metrics(image_emb: torch.Tensor, samples: pd.DataFrame) -> dict[str, float]:
+    """SSI and City-Align of the embeddings a query is localized with (SPEC section 7).
+
+    Both need neighbours: NaN for a single sample.
+    """
+    lat = samples["lat"].to_numpy(dtype=float)
+    lon = samples["lon"].to_numpy(dtype=float)
+    k = min(10, len(samples) - 1)
+    if k < 1:
+        return {"ssi": float("nan"), "city_align": float("nan")}
+    return {
+        "ssi": ssi(image_emb.numpy(), lat, lon, k=k),
+        "city_align": (
+            city_align(image_emb.numpy(), samples["city"].to_numpy(), k=k)
+            if "city" in samples
+            else float("nan")
+        ),
+    }
+
+
+def prediction_table(
+    samples: pd.DataFrame,
+    pred,
+    errors: np.ndarray,
+    rank: np.ndarray,
+    candidates_table: pd.DataFrame,
+) -> pd.DataFrame:
+    """One row per query: truth, prediction, error and the top-K candidates behind it."""
+    cand_lat = candidates_table["lat"].to_numpy(dtype=float)
+    cand_lon = candidates_table["lon"].to_numpy(dtype=float)
+    candidates = [
+        json.dumps(
+            [
+                [round(cand_lat[j], 6), round(cand_lon[j], 6), round(float(s), 4)]
+                for j, s in zip(row_index, row_score, strict=True)
+            ]
+        )
+        for row_index, row_score in zip(pred.top_index, pred.top_score, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "sample_id": samples["sample_id"].astype(str),
+            "image_path": samples["image_path"],
+            "true_lat": samples["lat"].to_numpy(dtype=float),
+            "true_lon": samples["lon"].to_numpy(dtype=float),
+            "pred_lat": pred.lat,
+            "pred_lon": pred.lon,
+            "error_m": errors,
+            "rank_of_truth": rank,
+            "confidence": pred.confidence,
+            "uncertainty_m": pred.uncertainty_m,
+            "top_caption": candidates_table["caption"].to_numpy()[pred.top_index[:, 0]],
+            "candidates": candidates,
+            # the fairness choropleth groups by it; None where the input had no region
+            "region": samples.get("region"),
+        }
+    )
+
+
+def _evaluate_image_knn(
+    knn: KnnLocalizer | None,
+    config,
+    samples: pd.DataFrame,
+    *,
+    protocol: str,
+    k: int,
+    method: str,
+    temperature: float,
+    cache_dir: Path | None,
+    progress: ProgressFn | None,
+    cancel: Callable[[], bool] | None,
+) -> Evaluation:
+    """:func:`evaluate` for an image-kNN run: the training images are the gallery."""
+    if knn is None:
+        raise ValueError("an image-knn run is evaluated with its gallery: pass knn=load_knn(run)")
+    queries = knn.embed(
+        samples["image_path"].tolist(), cache_dir=cache_dir, progress=progress, cancel=cancel
+    )
+    pred = knn.predict(queries, k=k, method=method, temperature=temperature)
+    errors = haversine_m(
+        pred.lat, pred.lon, samples["lat"].to_numpy(dtype=float), samples["lon"].to_numpy(float)
+    )
+    summary: dict[str, float] = dict(error_summary(errors))
+    summary.update(r_at_1=float("nan"), geo_align=float("nan"))  # no caption gallery to rank
+    summary.update(embedding_metrics(queries, samples))
+    rank = np.full(len(samples), -1)
+    context = {
+        "protocol": protocol,
+        "gallery": "training images",
+        "gallery_size": len(knn.table),
+        "k": k,
+        "method": method,
+        "temperature": temperature,
+        "backbone": config.backbone,
+        "objective": config.objective,
+        "seed": config.seed,
+    }
+    return Evaluation(
+        prediction_table(samples, pred, errors, rank, knn.table), summary, context
+    )

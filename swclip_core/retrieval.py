@@ -86,8 +86,11 @@ def build_gallery(
         digest.update(caption.encode() + b"\n")
     cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.pt" if cache_dir else None
     if cache_file is not None and cache_file.exists():
-        return Gallery(table, torch.load(cache_file, map_location="cpu"))
-    embeddings = embed_captions(backbone, captions, device=device)
+        return Gallery(table, torch.load(cache_file, map_location="cpu", weights_only=True))
+    if hasattr(backbone, "embed_locations"):  # GeoCLIP: a gallery is coordinates, not text
+        embeddings = backbone.embed_locations(table, device)
+    else:
+        embeddings = embed_captions(backbone, captions, device=device)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(cache_file.name + ".partial")

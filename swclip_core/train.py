@@ -34,13 +34,22 @@ from .data.images import ImageDataset
 from .device import autocast, resolve_device
 from .errors import CancelledError, InputError, ModelError
 from .features import ProgressFn, extract_image_features, progress_span
+from .geo import pairwise_haversine_m
 from .losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
 from .models import Backbone, create_backbone
+from .semivariogram import (
+    Semivariogram,
+    embedding_semivariogram,
+    plot_semivariogram,
+    semivariogram_infonce,
+)
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 TRAIN_SAMPLES = "train_samples.csv"
 METRICS = "metrics.jsonl"
+SEMIVARIOGRAM = "semivariogram.json"
+SEMIVARIOGRAM_PLOT = "semivariogram.png"
 MAX_LOGIT_SCALE = 100.0
 FEATURE_SHARE = 0.2  # share of the overall progress given to feature extraction in cached mode
 
@@ -138,6 +147,20 @@ def train(
     config.validate()
     if len(samples) < 2:
         raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
+    if config.objective == "geoclip":  # GPS location encoder instead of captions
+        from .objectives.geoclip import train_geoclip
+
+        return train_geoclip(
+            samples, config, run_dir, cache_dir=cache_dir, resume=resume, progress=progress,
+            cancel=cancel,
+        )
+    if config.objective == "image-knn":  # nothing to train: the gallery is the images themselves
+        from .knn import index_training_images
+
+        return index_training_images(
+            samples, config, run_dir, cache_dir=cache_dir, resume=resume, progress=progress,
+            cancel=cancel,
+        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT
@@ -209,12 +232,20 @@ def train(
 
     start_epoch = 0
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         backbone.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["rng"]
         start_epoch = state["epoch"]
+
+    def refit_variogram(epoch: int) -> Semivariogram:
+        return embedding_semivariogram(
+            backbone, lat.numpy(), lon.numpy(), tokens, device=device, features=features,
+            images=images, seed=config.seed + epoch,
+        )
+
+    variogram: Semivariogram | None = None
 
     def batch_loss(idx: np.ndarray, batch_images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         index = torch.as_tensor(idx)
@@ -229,6 +260,11 @@ def train(
         if config.objective == "clip":
             loss = clip_infonce(logits)
             return loss, {"infonce": float(loss.detach())}
+        if config.objective == "semivariogram":
+            cosine = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+            dist = pairwise_haversine_m(lat[index], lon[index]).to(device)
+            loss = semivariogram_infonce(logits, dist, variogram, cosine=cosine)
+            return loss, {"semivariogram_infonce": float(loss.detach())}
         kernel = config.kernel
         w = spatial_weights(
             lat[index].to(device),
@@ -250,6 +286,9 @@ def train(
             range(start_epoch, config.epochs), desc=f"train {config.objective}", unit="epoch"
         )
         for epoch in bar:
+            if config.objective == "semivariogram":
+                # γ(d) follows the embeddings as they train: refit from the current model.
+                variogram = refit_variogram(epoch)
             backbone.train()
             if features is not None:
                 backbone.eval()  # frozen trunk: keep its normalisation statistics fixed
@@ -306,6 +345,10 @@ def train(
                 },
                 checkpoint_path,
             )
+    if config.objective == "semivariogram":
+        final = refit_variogram(config.epochs)
+        final.save(run_dir / SEMIVARIOGRAM)
+        plot_semivariogram(final, run_dir / SEMIVARIOGRAM_PLOT)
     return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)
 
 
@@ -315,6 +358,11 @@ def load_trained(
     """The backbone of a run folder with its trained weights, ready for prediction."""
     run_dir = Path(run_dir)
     config_path, checkpoint_path = run_dir / CONFIG, run_dir / CHECKPOINT
+    if config_path.exists() and TrainConfig.load(config_path).objective == "image-knn":
+        # No trained weights: the frozen backbone; its gallery comes from knn.load_knn(run_dir).
+        config = TrainConfig.load(config_path)
+        device = resolve_device(device) if isinstance(device, str) else device
+        return create_backbone(config.backbone, config.pretrained, device=device).eval(), config
     if not config_path.exists() or not checkpoint_path.exists():
         raise ModelError(
             f"{run_dir} is not a trained model folder (needs {CONFIG} and {CHECKPOINT}); "
@@ -323,8 +371,12 @@ def load_trained(
     config = TrainConfig.load(config_path)
     if isinstance(device, str):
         device = resolve_device(device)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    if config.objective == "geoclip":  # image head and location encoder on the frozen backbone
+        from .objectives.geoclip import load_geoclip
+
+        return load_geoclip(config, state["model"], device), config
     backbone = create_backbone(config.backbone, config.pretrained, device=device)
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     missing = set(state["model"]) - set(backbone.state_dict())
     if missing:
         raise ModelError(f"the checkpoint in {run_dir} does not fit backbone {config.backbone!r}")

@@ -47,7 +47,7 @@ def test_progress_is_reported_and_cancel_stops_cleanly(photos, tmp_path, feature
     # the last finished epoch is a valid resume point; nothing half-written is left
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1]
-    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["epoch"] == 1
     assert not list((tmp_path / "run").glob("*.partial"))
 
 

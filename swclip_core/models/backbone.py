@@ -182,7 +182,7 @@ class Backbone(nn.Module):
         Hashed from the frozen part's current tensors (not from a file name), so two checkpoints
         with the same frozen trunk share a feature cache and a retrained trunk never reuses one.
         """
-        digest = hashlib.sha1()
+        digest = hashlib.sha1(usedforsecurity=False)
         # Object addresses in a transform's repr differ between runs: not part of the identity.
         transform = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(self.preprocess))
         header = (self.name, _FEATURE_VERSION, self.has_trunk_split, self.feature_dim, transform)

@@ -1,0 +1,1 @@
+"""Training objectives other than the caption-based ones in :mod:`swclip_core.train`."""

@@ -1,0 +1,281 @@
+"""image-kNN (no training, the training photos are the gallery) and its fusion with captions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+
+from swclip_core.cli import main
+from swclip_core.data import read_samples
+from swclip_core.data.splits import random_split
+from swclip_core.features import extract_image_features
+from swclip_core.geo import latlon_to_unit, unit_to_latlon
+from swclip_core.knn import fuse_predictions, load_knn
+from swclip_core.retrieval import Predictions
+
+from .conftest import PHOTOS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """The bundled photos as train/test CSVs (coordinates from EXIF)."""
+    folder = tmp_path_factory.mktemp("knn-split")
+    samples = read_samples(PHOTOS)
+    table = pd.DataFrame(samples[["sample_id", "image_path", "lat", "lon"]])
+    train_idx, test_idx = random_split(len(table), test_fraction=0.25, seed=0)
+    table.iloc[train_idx].to_csv(folder / "train.csv", index=False)
+    table.iloc[test_idx].to_csv(folder / "test.csv", index=False)
+    return folder, table.iloc[train_idx].reset_index(drop=True), table.iloc[test_idx]
+
+
+@pytest.fixture(scope="module")
+def knn_run(split, feature_cache):
+    folder, _, _ = split
+    run = folder / "knn-run"
+    code = main(
+        [
+            "train",
+            str(folder / "train.csv"),
+            "--objective",
+            "image-knn",
+            "--out",
+            str(run),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    return run
+
+
+def test_run_folder_has_features_and_no_checkpoint(knn_run, split):
+    _, train, _ = split
+    assert (knn_run / "knn_features.pt").exists() and not (knn_run / "checkpoint.pt").exists()
+    assert json.loads((knn_run / "config.json").read_text())["objective"] == "image-knn"
+    assert len(pd.read_csv(knn_run / "train_samples.csv")) == len(train)
+
+
+def test_predict_top1_is_the_nearest_training_photo(knn_run, split, feature_cache, tmp_path):
+    folder, train, test = split
+    out = tmp_path / "pred.gpkg"
+    code = main(
+        [
+            "predict",
+            str(folder / "test.csv"),
+            "--model",
+            str(knn_run),
+            "--out",
+            str(out),
+            "--method",
+            "top1",
+            "--top-k",
+            "1",
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    points = pyogrio.read_dataframe(out, layer="predicted_points")
+    # independent nearest neighbour: cosine of L2-normalised frozen features, with numpy
+    knn = load_knn(knn_run, "cpu")
+    feats = extract_image_features(
+        knn.backbone,
+        train["image_path"].tolist() + test["image_path"].tolist(),
+        device=knn.device,
+        cache_dir=feature_cache,
+    ).numpy()
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    nearest = np.argmax(feats[len(train) :] @ feats[: len(train)].T, axis=1)
+    # exact up to the last bit lost in CSV round trips (1e-12 degrees is 0.1 micrometre)
+    assert np.allclose(points["pred_lat"], train["lat"].to_numpy()[nearest], rtol=0, atol=1e-12)
+    assert np.allclose(points["pred_lon"], train["lon"].to_numpy()[nearest], rtol=0, atol=1e-12)
+
+
+def test_a_duplicate_of_a_training_photo_is_found_exactly(knn_run, split, feature_cache, tmp_path):
+    _, train, _ = split
+    row = train.iloc[3]
+    copy = tmp_path / "copy_of_a_training_photo.jpg"
+    shutil.copyfile(row["image_path"], copy)
+    pd.DataFrame({"image_path": [str(copy)], "lat": [row["lat"]], "lon": [row["lon"]]}).to_csv(
+        tmp_path / "dup.csv", index=False
+    )
+    report = tmp_path / "dup.json"
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "dup.csv"),
+            "--model",
+            str(knn_run),
+            "--method",
+            "top1",
+            "--json",
+            str(report),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["median_error_m"] < 1e-6  # metres: 0 up to CSV round-off
+
+
+def test_evaluate_reports_nan_for_caption_only_metrics(knn_run, split, feature_cache, tmp_path):
+    folder, _, _ = split
+    report = tmp_path / "eval.json"
+    code = main(
+        [
+            "evaluate",
+            str(folder / "test.csv"),
+            "--model",
+            str(knn_run),
+            "--json",
+            str(report),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    figures = json.loads(report.read_text())
+    assert np.isnan(figures["summary"]["r_at_1"]) and np.isnan(figures["summary"]["geo_align"])
+    assert 0.0 <= figures["summary"]["ssi"] <= 1.0
+    assert figures["context"]["gallery"] == "training images"
+
+
+def predictions(index, score, lat, lon):
+    """Predictions with only the fields fusion reads."""
+    q = len(index)
+    return Predictions(
+        np.zeros(q), np.zeros(q), np.zeros(q), np.zeros(q), np.asarray(index), np.asarray(score)
+    )
+
+
+def test_fusion_is_the_mixture_on_shared_locations():
+    places = pd.DataFrame(
+        {"lat": [54.10, 54.20, 54.30], "lon": [-4.60, -4.50, -4.40], "caption": ["a", "b", "c"]}
+    )
+    photos = places.iloc[[2, 1]].reset_index(drop=True)  # the kNN gallery: photos at c and b
+    caption = predictions([[0, 1]], [[0.30, 0.20]], places.lat, places.lon)
+    knn = predictions([[0, 1]], [[0.90, 0.88]], photos.lat, photos.lon)
+    fused, table = fuse_predictions(
+        caption, places, 0.1, knn, photos, 0.05, knn_weight=0.4, method="weighted"
+    )
+    p_cap = np.exp(np.array([0.30, 0.20]) / 0.1)
+    p_cap /= p_cap.sum()
+    p_knn = np.exp(np.array([0.90, 0.88]) / 0.05)
+    p_knn /= p_knn.sum()
+    mass = {"a": 0.6 * p_cap[0], "b": 0.6 * p_cap[1] + 0.4 * p_knn[1], "c": 0.4 * p_knn[0]}
+    got = {
+        table.caption[j]: p
+        for j, p in zip(fused.top_index[0], fused.top_score[0], strict=True)
+        if p > 0
+    }
+    assert got == pytest.approx(mass)
+    assert len(table) == 3  # b reached both ways is one candidate
+    vector = sum(
+        m * latlon_to_unit(*places.loc[places.caption == c, ["lat", "lon"]].iloc[0])
+        for c, m in mass.items()
+    )
+    lat, lon = unit_to_latlon(vector)
+    assert fused.lat[0] == pytest.approx(lat) and fused.lon[0] == pytest.approx(lon)
+    top, _ = fuse_predictions(
+        caption, places, 0.1, knn, photos, 0.05, knn_weight=0.4, method="top1"
+    )
+    best = max(mass, key=mass.get)
+    assert top.lat[0] == places.lat[places.caption == best].iloc[0]
+
+
+def test_cli_fuses_a_caption_model_with_image_knn(knn_run, split, feature_cache, tmp_path):
+    folder, _, _ = split
+    caption_run = tmp_path / "clip-run"
+    assert (
+        main(
+            [
+                "train",
+                str(folder / "train.csv"),
+                "--objective",
+                "clip",
+                "--out",
+                str(caption_run),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--cache-dir",
+                str(feature_cache),
+            ]
+        )
+        == 0
+    )
+    reports = {}
+    for weight in ("1", "0.5"):
+        reports[weight] = tmp_path / f"fused-{weight}.json"
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(folder / "test.csv"),
+                    "--model",
+                    str(caption_run),
+                    "--protocol",
+                    "open",
+                    "--fuse",
+                    str(knn_run),
+                    "--knn-weight",
+                    weight,
+                    "--method",
+                    "top1",
+                    "--json",
+                    str(reports[weight]),
+                    "--cache-dir",
+                    str(feature_cache),
+                ]
+            )
+            == 0
+        )
+    only_knn = tmp_path / "knn.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(folder / "test.csv"),
+                "--model",
+                str(knn_run),
+                "--method",
+                "top1",
+                "--json",
+                str(only_knn),
+                "--cache-dir",
+                str(feature_cache),
+            ]
+        )
+        == 0
+    )
+    fused = json.loads(reports["1"].read_text())
+    assert fused["context"]["objective"] == "clip+image-knn"
+    # with all the weight on image-kNN the fused prediction is image-kNN's
+    expected = json.loads(only_knn.read_text())["summary"]
+    assert fused["summary"]["mean_error_m"] == pytest.approx(expected["mean_error_m"])
+    assert np.isfinite(json.loads(reports["0.5"].read_text())["summary"]["median_error_m"])
+    # fusion is refused under the closed protocol, whose gallery is the test photos' captions
+    assert (
+        main(
+            [
+                "evaluate",
+                str(folder / "test.csv"),
+                "--model",
+                str(caption_run),
+                "--fuse",
+                str(knn_run),
+                "--cache-dir",
+                str(feature_cache),
+            ]
+        )
+        == 2
+    )
