@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean package package-zip
 
 setup: $(STAMP)
 
@@ -40,6 +40,34 @@ test: lint
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+# The installable plugin zip, dist/swclip_qgis.<version>.zip, from COMMITTED files only (qgis-plugin-ci
+# builds from `git archive`; commit first). swclip_core, requirements.txt and resources (without the
+# 32 MB of sample photos) ride along in swclip_qgis/bundled/, where the plugin looks for them; no
+# weights, no compiled code. Then a Bandit scan of the zip's contents at medium severity.
+PLUGIN_VERSION = $(shell sed -n 's/^version=//p' metadata.txt)
+BUNDLE := swclip_qgis/bundled
+ZIP := swclip_qgis.$(PLUGIN_VERSION).zip
+package: setup
+	@$(MAKE) --no-print-directory package-zip
+
+# The packaging steps alone, with an environment that already has qgis-plugin-ci and bandit.
+package-zip:
+	@test -z "$$(git status --porcelain --untracked-files=no)" || \
+	  { echo "package: commit your changes first (the zip holds committed files only)"; exit 1; }
+	rm -rf $(BUNDLE) && mkdir -p $(BUNDLE) dist
+	git archive HEAD swclip_core resources requirements.txt | \
+	  tar -x -C $(BUNDLE) --exclude='resources/sample_data/photos'
+	$(VENV)/bin/qgis-plugin-ci package $(PLUGIN_VERSION) -a $(BUNDLE); \
+	  status=$$?; rm -rf $(BUNDLE); exit $$status
+	mv $(ZIP) dist/$(ZIP)
+	rm -rf build/package-scan && mkdir -p build/package-scan
+	$(PY) -m zipfile -e dist/$(ZIP) build/package-scan
+	@! find build/package-scan \( -name '*.pyc' -o -name '*.so' -o -name '*.pyd' -o -name '*.dll' \
+	  -o -name '*.pt' -o -name '*.pth' -o -name '*.safetensors' -o -name '*.bin' -o -name '*.onnx' \) \
+	  | grep . || { echo "package: compiled code or weights in the zip"; exit 1; }
+	$(VENV)/bin/bandit -r build/package-scan --severity-level medium -q
+	@echo "built dist/$(ZIP)"
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
 
 SETTING_KEY = "swclip/backend_python"
 ENV_VAR = "SWCLIP_PYTHON"
@@ -54,12 +54,39 @@ def plugin_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
+BUNDLE_FOLDER = "bundled"
+
+
+def bundle_root() -> Path:
+    """Folder holding ``swclip_core``, ``resources`` and ``requirements.txt``.
+
+    The plugin zip carries them in ``<plugin>/bundled`` (see ``make package``); a source checkout
+    has them next to the plugin folder.
+    """
+    bundled = plugin_dir() / BUNDLE_FOLDER
+    return bundled if (bundled / "swclip_core").is_dir() else plugin_dir().parent
+
+
+def resources_dir() -> Path:
+    """The ``resources`` folder (QML styles, icon, sample data) of the bundle or checkout."""
+    return bundle_root() / "resources"
+
+
+def default_backend_dir() -> Path:
+    """Where "Create backend environment" puts its venv: in the QGIS profile, per user."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "swclip" / "backend-venv"
+
+
+def venv_python(venv_dir: Path) -> Path:
+    """The interpreter of a virtual environment."""
+    if os.name == "nt":
+        return venv_dir / "Scripts" / "python.exe"
+    return venv_dir / "bin" / "python"
+
+
 def checkout_venv_python() -> Path:
     """Interpreter of the ``.venv`` next to the plugin folder in a source checkout."""
-    root = plugin_dir().parent
-    if os.name == "nt":
-        return root / ".venv" / "Scripts" / "python.exe"
-    return root / ".venv" / "bin" / "python"
+    return venv_python(plugin_dir().parent / ".venv")
 
 
 def _configured_python() -> tuple[str, str] | None:
@@ -73,7 +100,7 @@ def _configured_python() -> tuple[str, str] | None:
     return None
 
 
-def _child_environment() -> dict[str, str]:
+def child_environment() -> dict[str, str]:
     """Environment for the backend process.
 
     QGIS installers on Windows and macOS set PYTHONHOME for their bundled Python; a different
@@ -81,6 +108,9 @@ def _child_environment() -> dict[str, str]:
     """
     env = dict(os.environ)
     env.pop("PYTHONHOME", None)
+    # QGIS's own PYTHONPATH (its plugins, its site-packages) must not shadow the backend's.
+    env.pop("PYTHONPATH", None)
+    env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", TQDM_DISABLE="1")
     return env
 
 
@@ -100,7 +130,7 @@ def probe(python: str, timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                env=_child_environment(),
+                env=child_environment(),
                 cwd=empty_dir,
                 check=False,
                 # Keep a console window from flashing up on Windows; 0 elsewhere.
@@ -131,8 +161,8 @@ def _setup_hint(venv_python: Path) -> str:
     if (root / "Makefile").is_file():
         return f"run `make setup` in the SW-CLIP source folder {root} to create {venv_python}"
     return (
-        "run `make setup` in a SW-CLIP source checkout and set the setting to the "
-        "Python of the .venv it creates"
+        "run the Processing algorithm SW-CLIP > Setup > Create backend environment, which "
+        f"creates one in {default_backend_dir()} and sets the setting"
     )
 
 

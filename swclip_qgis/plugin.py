@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication
 from qgis.gui import QgisInterface
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
 
-from .provider import SwclipProvider
+from .panel import SwclipDock
+from .provider import ICON_PATH, SwclipProvider
 
 
 class SwclipPlugin:
@@ -14,6 +18,8 @@ class SwclipPlugin:
     def __init__(self, iface: QgisInterface) -> None:
         self.iface = iface
         self.provider: SwclipProvider | None = None
+        self.dock: SwclipDock | None = None
+        self.action: QAction | None = None
 
     def initProcessing(self) -> None:
         """Register the provider (QGIS calls this alone for ``qgis_process``, headless)."""
@@ -23,11 +29,30 @@ class SwclipPlugin:
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:
-        """Set the plugin up in QGIS Desktop."""
+        """Set the plugin up in QGIS Desktop: Processing provider, dock panel, toolbar button."""
         self.initProcessing()
+        if self.iface is None:  # a headless loader: Processing is all there is
+            return
+        self.dock = SwclipDock(self.iface.mainWindow())
+        self.dock.hide()
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.action = QAction(QIcon(str(ICON_PATH)), "SW-CLIP panel", self.iface.mainWindow())
+        self.action.setCheckable(True)
+        self.action.toggled.connect(self.dock.setVisible)
+        self.dock.visibilityChanged.connect(self.action.setChecked)
+        self.iface.addToolBarIcon(self.action)
 
     def unload(self) -> None:
         """Remove everything initGui()/initProcessing() added."""
+        if self.action is not None:
+            self.iface.removeToolBarIcon(self.action)
+            self.action.deleteLater()
+            self.action = None
+        if self.dock is not None:
+            self.dock.cancel()
+            self.iface.mainWindow().removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

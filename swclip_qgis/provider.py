@@ -8,6 +8,10 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.check_backend import CheckBackendAlgorithm
+from .algorithms.create_backend import CreateBackendAlgorithm
+from .algorithms.evaluate_model import EvaluateAlgorithm
+from .algorithms.localize_layer import LocalizeLayerAlgorithm
+from .algorithms.train_model import TrainModelAlgorithm
 
 ICON_PATH = Path(__file__).resolve().parent / "icon.svg"
 
@@ -31,4 +35,11 @@ class SwclipProvider(QgsProcessingProvider):
         return str(ICON_PATH)
 
     def loadAlgorithms(self) -> None:
-        self.addAlgorithm(CheckBackendAlgorithm())
+        for algorithm in (
+            CheckBackendAlgorithm(),
+            CreateBackendAlgorithm(),
+            TrainModelAlgorithm(),
+            LocalizeLayerAlgorithm(),
+            EvaluateAlgorithm(),
+        ):
+            self.addAlgorithm(algorithm)

@@ -1,0 +1,296 @@
+"""One base class for the SW-CLIP Processing algorithms: shared parameters, backend calls, styling.
+
+Every algorithm is QGIS glue around one ``swclip`` command run by the worker in the backend Python
+(:func:`swclip_qgis.runner.run_worker`): export the input layer, run, load the results.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..backend import BackendNotFound, plugin_dir
+from ..layers import apply_style, export_points, layer_file_dir, move_to_group
+from ..runner import WorkerFailed, run_worker
+
+RETRIEVAL_METHODS = ("weighted", "top1")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer once Processing has loaded it, and puts it in the run's group.
+
+    Processing keeps only a pointer to a post-processor, so the algorithm instance keeps the
+    Python object alive (the QuickOSM pattern).
+    """
+
+    def __init__(self, style_name: str, group_name: str) -> None:
+        super().__init__()
+        self.style_name = style_name
+        self.group_name = group_name
+
+    def postProcessLayer(
+        self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if layer is None:
+            return
+        apply_style(layer, self.style_name)
+        if context.project() is not None and self.group_name:
+            move_to_group(context.project(), layer, self.group_name)
+
+
+class SwclipAlgorithm(QgsProcessingAlgorithm):
+    """Base of the provider's algorithms; subclasses set the class attributes and two methods."""
+
+    ALGORITHM_NAME = ""
+    DISPLAY_NAME = ""
+    GROUP = ""
+    GROUP_ID = ""
+    HELP = ""
+
+    INPUT = "INPUT"
+    IMAGE_FIELD = "IMAGE_FIELD"
+    MODEL = "MODEL"
+    GALLERY = "GALLERY"
+    TOP_K = "TOP_K"
+    METHOD = "METHOD"
+    DEVICE = "DEVICE"
+    RUN_NAME = "RUN_NAME"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._post_processors: list[StyleOnLoad] = []
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def tr(self, text: str) -> str:
+        """Translate ``text`` in this algorithm's context."""
+        return QCoreApplication.translate(type(self).__name__, text)
+
+    def createInstance(self) -> SwclipAlgorithm:
+        return type(self)()
+
+    def name(self) -> str:
+        return self.ALGORITHM_NAME
+
+    def displayName(self) -> str:
+        return self.tr(self.DISPLAY_NAME)
+
+    def group(self) -> str:
+        return self.tr(self.GROUP)
+
+    def groupId(self) -> str:
+        return self.GROUP_ID
+
+    def shortHelpString(self) -> str:
+        return self.tr(self.HELP)
+
+    def icon(self) -> QIcon:
+        return QIcon(str(plugin_dir() / "icon.svg"))
+
+    # --- parameter factories -------------------------------------------------------------------
+
+    def add_advanced(self, parameter: QgsProcessingParameterDefinition) -> None:
+        """Add an expert parameter, folded away under "Advanced parameters"."""
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+
+    def add_photo_layer(self, description: str = "Point layer of photos") -> None:
+        """The input point layer and the field holding its image paths."""
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.INPUT, self.tr(description), [QgsProcessing.TypeVectorPoint]
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.IMAGE_FIELD,
+                self.tr("Image path field"),
+                parentLayerParameterName=self.INPUT,
+                type=QgsProcessingParameterField.String,
+            )
+        )
+
+    def add_model_folder(self) -> None:
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                self.tr("Trained model folder (from Train model)"),
+                behavior=QgsProcessingParameterFile.Folder,
+            )
+        )
+
+    def add_gallery(self) -> None:
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.GALLERY,
+                self.tr("Gallery of candidate locations (empty: the model's training locations)"),
+                behavior=QgsProcessingParameterFile.File,
+                fileFilter="Locations (*.gpkg *.geojson *.shp *.csv)",
+                optional=True,
+            )
+        )
+
+    def add_retrieval(self) -> None:
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TOP_K, self.tr("Candidates per photo (top-K)"), minValue=1, defaultValue=5
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.METHOD,
+                self.tr("Prediction (weighted mean of the top-K, or the best candidate)"),
+                options=list(RETRIEVAL_METHODS),
+                defaultValue=0,
+            )
+        )
+
+    def add_runtime(self) -> None:
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.DEVICE,
+                self.tr("Device (auto uses a GPU when there is one)"),
+                options=list(DEVICES),
+                defaultValue=0,
+            )
+        )
+
+    def add_run_name(self) -> None:
+        self.add_advanced(
+            QgsProcessingParameterString(
+                self.RUN_NAME,
+                self.tr("Run name (layer group of the outputs; default: the model folder's name)"),
+                optional=True,
+            )
+        )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def work_dir(self) -> Path:
+        """A fresh folder in QGIS's temporary folder for this run's intermediate files."""
+        return Path(tempfile.mkdtemp(prefix="swclip-", dir=QgsProcessingUtils.tempFolder()))
+
+    def export_input(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        folder: Path,
+    ) -> tuple[Path, Any]:
+        """The input layer as ``folder/samples.gpkg`` (see layers.export_points) and its CRS."""
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        image_field = self.parameterAsString(parameters, self.IMAGE_FIELD, context)
+        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        try:
+            report = export_points(
+                source,
+                image_field,
+                folder / "samples.gpkg",
+                base_dir=layer_file_dir(layer),
+                feedback=feedback,
+            )
+        except (ValueError, OSError) as error:
+            raise QgsProcessingException(str(error)) from None
+        for fid, reason in report.skipped[:10]:
+            feedback.pushWarning(self.tr("feature {}: skipped ({})").format(fid, reason))
+        if report.written == 0:
+            raise QgsProcessingException(
+                self.tr("The input layer has no feature with a geometry and an image path.")
+            )
+        feedback.pushInfo(
+            self.tr("{} photos sent to the backend ({} skipped)").format(
+                report.written, len(report.skipped)
+            )
+        )
+        return report.path, source.sourceCrs()
+
+    def input_args(self, samples: Path) -> list[str]:
+        """Command-line arguments that read a file written by :meth:`export_input`."""
+        return [str(samples), "--layer", "samples", "--image-column", "image_path",
+                "--id-column", "sample_id"]  # fmt: skip
+
+    def retrieval_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
+        method = RETRIEVAL_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
+        top_k = self.parameterAsInt(parameters, self.TOP_K, context)
+        return ["--top-k", top_k, "--method", method]
+
+    def runtime_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
+        return ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+
+    def gallery_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
+        gallery = self.parameterAsFile(parameters, self.GALLERY, context)
+        return ["--gallery", gallery] if gallery else []
+
+    def run_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        name = self.parameterAsString(parameters, self.RUN_NAME, context).strip()
+        if name:
+            return name
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        return f"SW-CLIP {Path(model).name}" if model else "SW-CLIP"
+
+    def run_backend(
+        self, command: str, args: list[Any], feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        """Run ``swclip COMMAND ARGS`` in the backend; failures become QgsProcessingException."""
+        feedback.pushInfo(self.tr("Backend: swclip {} ...").format(command))
+        try:
+            return run_worker(command, args, feedback)
+        except BackendNotFound as error:
+            raise QgsProcessingException(str(error)) from None
+        except WorkerFailed as error:
+            if error.cancelled:
+                raise QgsProcessingException(self.tr("Cancelled; no output was written.")) from None
+            raise QgsProcessingException(str(error)) from None
+
+    def copy_to_sink(
+        self,
+        layer: QgsVectorLayer,
+        parameters: dict[str, Any],
+        output_name: str,
+        context: QgsProcessingContext,
+        crs: Any,
+    ) -> str:
+        """Copy a worker output layer into the Processing sink ``output_name``; its id."""
+        sink, dest_id = self.parameterAsSink(
+            parameters, output_name, context, layer.fields(), layer.wkbType(), crs
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, output_name))
+        for feature in layer.getFeatures():
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        return dest_id
+
+    def style_when_loaded(
+        self, context: QgsProcessingContext, dest_id: str, style_name: str, group_name: str
+    ) -> None:
+        """Style the output ``dest_id`` and group it once Processing loads it into the project."""
+        if not context.willLoadLayerOnCompletion(dest_id):
+            return
+        processor = StyleOnLoad(style_name, group_name)
+        self._post_processors.append(processor)
+        context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)

@@ -1,0 +1,175 @@
+"""``swclip:trainmodel``: train a model on a point layer of geo-tagged photos."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from .base import SwclipAlgorithm
+
+# The objectives of `swclip train --objective` (swclip_core.config.OBJECTIVES), in menu order.
+OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
+MODES = ("cached", "finetune")
+KERNELS = ("exponential", "gaussian")
+
+
+class TrainModelAlgorithm(SwclipAlgorithm):
+    """Run ``swclip train`` on the input layer into a model folder."""
+
+    ALGORITHM_NAME = "trainmodel"
+    DISPLAY_NAME = "Train model"
+    GROUP = "Model"
+    GROUP_ID = "model"
+    HELP = (
+        "Trains a geo-localization model on a point layer of photos whose positions are known "
+        "(any CRS; the image path field may hold paths relative to the layer's file).\n\n"
+        "Objectives: swclip (spatially weighted soft labels, neighbourhood and fairness terms), "
+        "clip (plain contrastive learning on location captions), semivariogram, image-knn "
+        "(no training: the photos themselves are the gallery) and geoclip (GeoCLIP's location "
+        "encoder).\n\n"
+        "The output folder holds config.json (every setting), checkpoint.pt, metrics.jsonl and "
+        "train_samples.csv (the default gallery of Localize layer). It is written complete or "
+        "not at all: cancelling leaves nothing behind.\n\n"
+        "Advanced: the backbone (swclip-lite works offline; any open_clip model name with a "
+        "pretrained tag or file), the spatial kernel (scale and cutoff in metres), the loss "
+        "weights, batch size, device and seed."
+    )
+
+    OBJECTIVE = "OBJECTIVE"
+    EPOCHS = "EPOCHS"
+    BACKBONE = "BACKBONE"
+    PRETRAINED = "PRETRAINED"
+    MODE = "MODE"
+    KERNEL = "KERNEL"
+    SCALE_M = "SCALE_M"
+    CUTOFF_M = "CUTOFF_M"
+    LAMBDA_NC = "LAMBDA_NC"
+    LAMBDA_FAIR = "LAMBDA_FAIR"
+    BATCH_SIZE = "BATCH_SIZE"
+    SEED = "SEED"
+    OUTPUT = "OUTPUT"
+
+    def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
+        self.add_photo_layer("Point layer of geo-tagged photos")
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.OBJECTIVE, self.tr("Objective"), options=list(OBJECTIVES), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), minValue=1,
+                                         defaultValue=30)
+        )  # fmt: skip
+        self.add_advanced(
+            QgsProcessingParameterString(self.BACKBONE, self.tr("Backbone"),
+                                         defaultValue="swclip-lite")
+        )  # fmt: skip
+        self.add_advanced(
+            QgsProcessingParameterString(
+                self.PRETRAINED,
+                self.tr("Pretrained weights (open_clip tag or checkpoint file)"),
+                optional=True,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.MODE,
+                self.tr("Mode (cached: frozen image tower, for CPUs; finetune: for GPUs)"),
+                options=list(MODES),
+                defaultValue=0,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.KERNEL, self.tr("Spatial kernel"), options=list(KERNELS), defaultValue=0
+            )
+        )
+        for name, label, default in (
+            (self.SCALE_M, "Kernel scale (metres)", 250.0),
+            (self.CUTOFF_M, "Kernel cutoff (metres)", 2000.0),
+            (self.LAMBDA_NC, "Weight of the neighbourhood-consistency term", 0.5),
+            (self.LAMBDA_FAIR, "Weight of the regional fairness term", 0.1),
+        ):
+            self.add_advanced(
+                QgsProcessingParameterNumber(
+                    name,
+                    self.tr(label),
+                    type=QgsProcessingParameterNumber.Double,
+                    minValue=0.0,
+                    defaultValue=default,
+                )
+            )
+        self.add_advanced(
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), minValue=2,
+                                         defaultValue=64)
+        )  # fmt: skip
+        self.add_advanced(
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=0)
+        )
+        self.add_runtime()
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Model folder"))
+        )
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        out = Path(self.parameterAsString(parameters, self.OUTPUT, context))
+        if (out / "checkpoint.pt").exists():
+            raise QgsProcessingException(
+                self.tr("{} already holds a trained model; choose another model folder").format(
+                    out
+                )
+            )
+        samples, _crs = self.export_input(parameters, context, feedback, self.work_dir())
+        value = self.parameterAsDouble
+        args = [
+            *self.input_args(samples),
+            "--objective", OBJECTIVES[self.parameterAsEnum(parameters, self.OBJECTIVE, context)],
+            "--epochs", self.parameterAsInt(parameters, self.EPOCHS, context),
+            "--backbone", self.parameterAsString(parameters, self.BACKBONE, context),
+            "--mode", MODES[self.parameterAsEnum(parameters, self.MODE, context)],
+            "--kernel", KERNELS[self.parameterAsEnum(parameters, self.KERNEL, context)],
+            "--scale-m", value(parameters, self.SCALE_M, context),
+            "--cutoff-m", value(parameters, self.CUTOFF_M, context),
+            "--lambda-nc", value(parameters, self.LAMBDA_NC, context),
+            "--lambda-fair", value(parameters, self.LAMBDA_FAIR, context),
+            "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "--seed", self.parameterAsInt(parameters, self.SEED, context),
+            *self.runtime_args(parameters, context),
+        ]  # fmt: skip
+        pretrained = self.parameterAsString(parameters, self.PRETRAINED, context).strip()
+        if pretrained:
+            args += ["--pretrained", pretrained]
+        # Train into a hidden sibling and rename it when complete: a cancelled, failed or killed
+        # run leaves no folder that looks like a model.
+        staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_backend("train", [*args, "--out", staging], feedback)
+            if out.exists():
+                out.rmdir()  # only an empty folder: a non-empty one raises and is kept
+            staging.replace(out)
+        except OSError as error:
+            raise QgsProcessingException(
+                self.tr("cannot move the trained model to {}: {}").format(out, error)
+            ) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        feedback.pushInfo(self.tr("Model written to {}").format(out))
+        return {self.OUTPUT: str(out)}
