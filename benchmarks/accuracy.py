@@ -15,7 +15,7 @@ from swclip_core.device import resolve_device
 from swclip_core.evaluate import caption_table, evaluate
 from swclip_core.features import file_digest
 from swclip_core.models import create_backbone
-from swclip_core.train import CHECKPOINT, caption_template, load_trained, train
+from swclip_core.train import CHECKPOINT, caption_template, load_trained, seed_everything, train
 
 from .datasets import Dataset
 
@@ -42,6 +42,7 @@ def trained_model(objective: str, config: TrainConfig, train_set, run_dir: Path,
     """The model of one objective (trained unless zero-shot) and its weights' fingerprint."""
     device = resolve_device(config.device)
     if objective == "zero-shot":
+        seed_everything(config.seed)  # the untrained heads are random: make them reproducible
         return create_backbone(config.backbone, device=device), config, ""
     if not (run_dir / "config.json").exists():
         train(train_set, replace(config, objective=objective), run_dir, cache_dir=cache)

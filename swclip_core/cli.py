@@ -69,8 +69,86 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature",
         type=float,
-        help="softmax temperature of --method weighted (default: the model's own)",
+        help="softmax temperature of --method weighted (default: the model's own; "
+        "0.05 for an image-knn model)",
     )
+    fusion = parser.add_argument_group("fusion with image-kNN (open protocol)")
+    fusion.add_argument(
+        "--fuse",
+        type=Path,
+        metavar="KNN_RUN",
+        help="run folder from `swclip train --objective image-knn`: mix its nearest training "
+        "images into the caption retrieval, p = (1 - w) p_caption + w p_knn on the union of "
+        "their candidate locations",
+    )
+    fusion.add_argument(
+        "--knn-weight", type=float, default=0.5, help="w, the image-kNN share (default 0.5)"
+    )
+    fusion.add_argument(
+        "--knn-temperature",
+        type=float,
+        default=0.05,
+        help="softmax temperature over the image-kNN cosine similarities (default 0.05)",
+    )
+
+
+def add_join_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "spatial joins (fill street/city/region where the input lacks them)"
+    )
+    group.add_argument("--regions", help="polygon layer whose names fill region (or city)")
+    group.add_argument("--regions-layer", help="layer name inside the --regions GeoPackage")
+    group.add_argument("--region-field", help="name field of --regions (detected when not given)")
+    group.add_argument(
+        "--regions-as",
+        choices=("region", "city"),
+        default="region",
+        help="the field --regions fills (default %(default)s)",
+    )
+    group.add_argument(
+        "--streets", help="line/point layer or lat/lon CSV of named streets; fills street"
+    )
+    group.add_argument("--streets-layer", help="layer name inside the --streets GeoPackage")
+    group.add_argument("--street-field", help="name field of --streets (detected when not given)")
+    group.add_argument(
+        "--street-max-distance-m",
+        type=float,
+        default=50.0,
+        help="farthest a street may be from a point, in metres (default %(default)s)",
+    )
+    group.add_argument(
+        "--region-grid-m",
+        type=float,
+        help="square cells of this many metres as regions where region is still missing",
+    )
+
+
+def add_gallery_parser(commands) -> None:
+    gallery = commands.add_parser(
+        "gallery",
+        help="make a gallery of candidate locations (GeoPackage) for predict/evaluate",
+        description="Write a gallery (a GeoPackage point layer 'gallery' with lat, lon, street, "
+        "city, country and caption) from exactly one source. Use it with "
+        "`swclip predict --gallery FILE`; with --model it is embedded right away, and its "
+        "embeddings are cached per model, so a gallery is embedded once per model.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gallery.add_argument("--out", type=Path, required=True, help="gallery GeoPackage (.gpkg)")
+    source = gallery.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-input", help="samples (CSV, point layer or photo folder)")
+    source.add_argument("--lines", help="line layer: a point every --spacing-m along each line")
+    source.add_argument("--grid", help="polygon layer: a --spacing-m grid of points inside it")
+    source.add_argument("--points", help="point layer or lat/lon CSV of candidate locations")
+    gallery.add_argument("--layer", help="layer name inside a GeoPackage source")
+    gallery.add_argument("--spacing-m", type=float, help="metres between points (--lines, --grid)")
+    gallery.add_argument(
+        "--name-field",
+        help="street name field of --lines, or polygon name field of --grid (fills city)",
+    )
+    gallery.add_argument("--model", type=Path, help="run folder: embed the gallery now (cached)")
+    add_join_options(gallery)
+    add_runtime_options(gallery)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"swclip {__version__}")
+    # The JSON-lines worker (worker.py) replaces these with callbacks; the command line has none.
+    parser.set_defaults(progress=None, cancel=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -102,10 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="run folder to create")
     train.add_argument(
         "--objective",
-        choices=("swclip", "clip"),
+        choices=("swclip", "clip", "geoclip", "semivariogram", "image-knn"),
         default=defaults.objective,
         help="swclip: spatial soft labels + neighbourhood + fairness terms; "
-        "clip: plain InfoNCE on location captions (default %(default)s)",
+        "clip: plain InfoNCE on location captions; "
+        "geoclip: GeoCLIP's pretrained GPS encoder with a GPS queue; "
+        "semivariogram: InfoNCE with negatives re-weighted by a fitted embedding semivariogram "
+        "(semivariogram.json/.png in the run folder); "
+        "image-knn: no training, the training images' frozen features are the gallery "
+        "(default %(default)s)",
     )
     train.add_argument(
         "--backbone",
@@ -155,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the regional fairness term",
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_join_options(train)
     add_runtime_options(train)
 
     predict = commands.add_parser(
@@ -175,7 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
         "CSV/point layer of candidate locations",
     )
     predict.add_argument("--out-crs", default="EPSG:4326", help="CRS of the output layers")
+    predict.add_argument(
+        "--error-surface",
+        type=Path,
+        metavar="PATH.tif",
+        help="also write a GeoTIFF of error_m interpolated (inverse distance weighting) between "
+        "the true locations, in --out-crs when it is projected in metres, else in local UTM",
+    )
+    predict.add_argument(
+        "--map", type=Path, metavar="PATH.png", help="also write a PNG map of the errors"
+    )
     add_retrieval_options(predict)
+    add_join_options(predict)
     add_runtime_options(predict)
 
     evaluate = commands.add_parser(
@@ -200,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     add_retrieval_options(evaluate)
+    add_join_options(evaluate)
     add_runtime_options(evaluate)
+
+    add_gallery_parser(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -212,6 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     add_runtime_options(demo)
+
+    probe = commands.add_parser(
+        "probe",
+        help="how much location a frozen backbone's image features carry",
+        description="Leave-one-out kNN geolocation and a k-fold ridge linear probe (features -> "
+        "3-D unit vector -> lat/lon) on the frozen image features of a backbone, next to a "
+        "location-blind reference (the training folds' mean location). Compares vision-only and "
+        "vision-language backbones on your photos; nothing is trained or written but --json.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_options(probe)
+    probe.add_argument("--backbone", default=defaults.backbone, help="as for swclip train")
+    probe.add_argument("--pretrained", help="open_clip pretrained tag or a local checkpoint file")
+    probe.add_argument("--k", type=int, default=1, help="neighbours of the kNN probe (default 1)")
+    probe.add_argument("--folds", type=int, default=5, help="folds of the linear probe")
+    probe.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    probe.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    add_runtime_options(probe)
     return parser
 
 
@@ -233,6 +352,49 @@ def read_input(args: argparse.Namespace):
         country_column=args.country_column,
         region_column=args.region_column,
     )
+
+
+def enrich(samples, args: argparse.Namespace):
+    """Apply the spatial joins the options ask for; print how many records each one filled."""
+    from .data.joins import assign_grid_regions, join_regions, join_streets
+    from .errors import InputError
+
+    for option, needs in (
+        ("regions_layer", "regions"),
+        ("region_field", "regions"),
+        ("streets_layer", "streets"),
+        ("street_field", "streets"),
+    ):
+        if getattr(args, option, None) is not None and getattr(args, needs, None) is None:
+            raise InputError(
+                f"--{option.replace('_', '-')} applies to --{needs}; give --{needs} LAYER too"
+            )
+    before = len(samples.attrs.get("joins", []))
+    if getattr(args, "regions", None):
+        samples = join_regions(
+            samples,
+            args.regions,
+            name_field=args.region_field,
+            target=args.regions_as,
+            layer=args.regions_layer,
+        )
+    if getattr(args, "streets", None):
+        samples = join_streets(
+            samples,
+            args.streets,
+            name_field=args.street_field,
+            max_distance_m=args.street_max_distance_m,
+            layer=args.streets_layer,
+        )
+    if getattr(args, "region_grid_m", None) is not None:
+        samples = assign_grid_regions(samples, args.region_grid_m)
+    for entry in samples.attrs.get("joins", [])[before:]:
+        source = entry["layer"] + (f" (field {entry['name_field']})" if entry["name_field"] else "")
+        print(
+            f"{entry['field']}: filled {entry['filled']} of {len(samples)} records from {source}; "
+            f"{entry['already_set']} already had one, {entry['unmatched']} matched nothing"
+        )
+    return samples
 
 
 def report_skipped(samples, out_folder: Path) -> int:
@@ -297,16 +459,30 @@ def command_train(args: argparse.Namespace) -> int:
         ),
     )
     config.validate()
-    samples = read_input(args)
+    samples = enrich(read_input(args), args)
     print(
         f"training {config.objective} on {len(samples)} photos ({config.backbone}, "
         f"{config.mode} mode) -> {args.out}"
     )
-    result = train(samples, config, args.out, cache_dir=args.cache_dir, resume=args.resume)
-    print(
-        f"done: {result.epochs} epochs, final loss {result.final_loss:.4f}, "
-        f"{result.samples_per_s:.0f} samples/s; model in {result.run_dir}"
+    result = train(
+        samples,
+        config,
+        args.out,
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+        progress=args.progress,
+        cancel=args.cancel,
     )
+    if config.objective == "image-knn":
+        print(
+            f"done: indexed {len(samples)} training images ({result.samples_per_s:.0f} images/s); "
+            f"image-kNN model in {result.run_dir}"
+        )
+    else:
+        print(
+            f"done: {result.epochs} epochs, final loss {result.final_loss:.4f}, "
+            f"{result.samples_per_s:.0f} samples/s; model in {result.run_dir}"
+        )
     return report_skipped(samples, args.out)
 
 
@@ -321,13 +497,27 @@ def load_gallery_table(args: argparse.Namespace, config):
 
 def run_evaluation(args: argparse.Namespace, protocol: str):
     from .device import resolve_device
-    from .features import file_digest
+    from .errors import InputError
+    from .features import default_cache_dir, file_digest
+    from .knn import load_knn
     from .train import CHECKPOINT, load_trained
 
     device = resolve_device(args.device)
     backbone, config = load_trained(args.model, device)
-    samples = read_input(args)
+    fuse = getattr(args, "fuse", None)
+    knn = None
+    if config.objective == "image-knn":
+        if fuse is not None or args.gallery not in (None, "train"):
+            raise InputError(
+                f"{args.model} is an image-kNN model: its gallery is its training images, so "
+                "--gallery and --fuse do not apply; leave them out"
+            )
+        knn = load_knn(args.model, device, backbone=backbone)
+    elif fuse is not None:
+        knn = load_knn(fuse, device)
+    samples = enrich(read_input(args), args)
     gallery = load_gallery_table(args, config) if protocol == "open" else None
+    checkpoint = Path(args.model) / CHECKPOINT
     from .evaluate import evaluate
 
     evaluation = evaluate(
@@ -337,25 +527,50 @@ def run_evaluation(args: argparse.Namespace, protocol: str):
         device=device,
         protocol=protocol,
         gallery_table=gallery,
-        model_fingerprint=file_digest(Path(args.model) / CHECKPOINT),
+        model_fingerprint=file_digest(checkpoint) if checkpoint.exists() else "",
         k=args.top_k,
         method=args.method,
         temperature=args.temperature,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        progress=args.progress,
+        cancel=args.cancel,
+        knn=knn,
+        knn_weight=getattr(args, "knn_weight", 0.5),
+        knn_temperature=getattr(args, "knn_temperature", 0.05),
     )
     return samples, evaluation
 
 
+def region_polygons(args: argparse.Namespace):
+    """The --regions polygons and their name field, for the fairness choropleth (or None)."""
+    if not getattr(args, "regions", None) or args.regions_as != "region":
+        return None, None
+    from .data.joins import name_field_of, read_polygons
+
+    polygons = read_polygons(args.regions, layer=args.regions_layer)
+    return polygons, name_field_of(polygons, args.region_field, args.regions, "--region-field")
+
+
 def command_predict(args: argparse.Namespace) -> int:
-    from .outputs import write_predictions_gpkg
+    from .errors import InputError
+    from .outputs import render_error_map, write_error_surface, write_predictions_gpkg
 
     if args.out.suffix.lower() != ".gpkg":
-        from .errors import InputError
-
         raise InputError(f"--out must be a GeoPackage file ending in .gpkg, got {args.out}")
+    # Checked before the model runs, so a typo costs nothing.
+    if args.error_surface and args.error_surface.suffix.lower() not in (".tif", ".tiff"):
+        raise InputError(f"--error-surface must end in .tif, got {args.error_surface}")
+    if args.map and args.map.suffix.lower() != ".png":
+        raise InputError(f"--map must end in .png, got {args.map}")
     samples, evaluation = run_evaluation(args, "open")
+    regions, region_field = region_polygons(args)
     path = write_predictions_gpkg(
-        evaluation.predictions, args.out, crs=args.out_crs, skipped=samples.attrs.get("skipped", [])
+        evaluation.predictions,
+        args.out,
+        crs=args.out_crs,
+        skipped=samples.attrs.get("skipped", []),
+        regions=regions,
+        region_field=region_field,
     )
     s = evaluation.summary
     print(
@@ -363,7 +578,16 @@ def command_predict(args: argparse.Namespace) -> int:
         f"{evaluation.context['gallery_size']} gallery locations: median error "
         f"{s['median_error_m']:,.0f} m, mean {s['mean_error_m']:,.0f} m"
     )
-    print(f"wrote {path} (layers predicted_points, error_lines, skipped_records)")
+    layers = "predicted_points, error_lines, skipped_records"
+    if regions is not None:
+        layers += ", region_choropleth, fairness_summary"
+    print(f"wrote {path} (layers {layers})")
+    if args.error_surface:
+        surface = write_error_surface(evaluation.predictions, args.error_surface, crs=args.out_crs)
+        print(f"wrote {surface} (error_m interpolated between the true locations)")
+    if args.map:
+        title = f"swclip predict with {args.model.name}"
+        print(f"wrote {render_error_map(evaluation.predictions, args.map, title=title)}")
     return report_skipped(samples, args.out.parent)
 
 
@@ -386,6 +610,44 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return report_skipped(samples, (args.json or Path("skipped.csv")).parent)
 
 
+def command_probe(args: argparse.Namespace) -> int:
+    from .config import write_json
+    from .probe import probe_backbone
+
+    samples = read_input(args)
+    result = probe_backbone(
+        samples,
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        k=args.k,
+        folds=args.folds,
+        seed=args.seed,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        progress=args.progress,
+        cancel=args.cancel,
+    )
+    labels = {
+        "knn": f"kNN (leave-one-out, k={result.k})",
+        "linear": f"linear probe ({result.folds}-fold ridge)",
+        "centroid": f"mean location ({result.folds}-fold)",
+    }
+    print(
+        f"probe of {result.backbone} ({result.feature_dim}-d frozen image features) "
+        f"on {result.n} photos:"
+    )
+    print(
+        format_table(
+            {labels[name]: row for name, row in result.rows.items()},
+            ("median_error_m", "mean_error_m", "p90_error_m", "acc_1km", "acc_25km"),
+        )
+    )
+    if args.json:
+        write_json(args.json, result.to_dict())
+        print(f"wrote {args.json}")
+    return report_skipped(samples, (args.json or Path("skipped.csv")).parent)
+
+
 def command_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -393,11 +655,87 @@ def command_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_gallery(args: argparse.Namespace) -> int:
+    from .captions import DEFAULT_TEMPLATE
+    from .data import read_samples
+    from .data.joins import read_layer
+    from .errors import InputError
+    from .galleries import (
+        gallery_along_lines,
+        gallery_from_points,
+        gallery_from_samples,
+        gallery_grid,
+        save_gallery,
+    )
+
+    if args.out.suffix.lower() != ".gpkg":
+        raise InputError(f"--out must be a GeoPackage file ending in .gpkg, got {args.out}")
+    spaced = args.lines is not None or args.grid is not None
+    if spaced != (args.spacing_m is not None):
+        raise InputError(
+            "--lines and --grid need --spacing-m (metres between gallery points)"
+            if spaced
+            else "--spacing-m applies to --lines and --grid only"
+        )
+    joins = ("regions", "streets", "region_grid_m")
+    if spaced and any(getattr(args, name) is not None for name in joins):
+        raise InputError("--regions, --streets and --region-grid-m apply to --from-input/--points")
+    template = DEFAULT_TEMPLATE
+    if args.model is not None:
+        from .device import resolve_device
+        from .train import caption_template, load_trained
+
+        device = resolve_device(args.device)
+        backbone, config = load_trained(args.model, device)
+        template = caption_template(config)  # the captions the model was trained on
+    samples = None
+    if args.from_input is not None:
+        samples = enrich(read_samples(args.from_input, layer=args.layer), args)
+        table = gallery_from_samples(samples, template)
+    elif args.points is not None:
+        table = gallery_from_points(enrich(read_layer(args.points, args.layer), args), template)
+    elif args.lines is not None:
+        table = gallery_along_lines(
+            args.lines,
+            spacing_m=args.spacing_m,
+            name_field=args.name_field,
+            template=template,
+            layer=args.layer,
+        )
+    else:
+        table = gallery_grid(
+            args.grid,
+            spacing_m=args.spacing_m,
+            name_field=args.name_field,
+            template=template,
+            layer=args.layer,
+        )
+    path = save_gallery(table, args.out)
+    print(f"wrote {path}: {len(table)} gallery locations (layer gallery)")
+    if args.model is not None:
+        from .features import default_cache_dir, file_digest
+        from .retrieval import build_gallery
+        from .train import CHECKPOINT
+
+        cache_dir = args.cache_dir or default_cache_dir()
+        build_gallery(
+            backbone,
+            table,
+            device=device,
+            model_fingerprint=file_digest(Path(args.model) / CHECKPOINT),
+            cache_dir=cache_dir,
+        )
+        print(f"embedded its {len(table)} captions for {args.model} (cached in {cache_dir})")
+    return EXIT_OK if samples is None else report_skipped(samples, args.out.parent)
+
+
 COMMANDS = {
     "train": command_train,
     "predict": command_predict,
     "evaluate": command_evaluate,
     "demo": command_demo,
+    "gallery": command_gallery,
+    "probe": command_probe,
 }
 
 

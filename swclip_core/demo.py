@@ -22,7 +22,7 @@ from .evaluate import TABLE1_COLUMNS, Evaluation, evaluate
 from .features import file_digest
 from .models import create_backbone
 from .outputs import render_error_map, write_csv, write_predictions_gpkg
-from .train import CHECKPOINT, load_trained, train
+from .train import CHECKPOINT, load_trained, seed_everything, train
 
 PHOTOS = Path(__file__).resolve().parent.parent / "resources" / "sample_data" / "photos"
 SYNTHETIC_NOTE = "SYNTHETIC street scenes (procedurally drawn) at real Isle of Man addresses"
@@ -53,6 +53,7 @@ def train_and_evaluate(
     device = resolve_device(config.device)
     run_dir = runs / name
     if name == "zero-shot":
+        seed_everything(config.seed)  # the untrained heads are random: make them reproducible
         backbone, fingerprint = create_backbone(config.backbone, device=device), ""
     else:
         if (run_dir / CHECKPOINT).exists():

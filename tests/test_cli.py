@@ -234,3 +234,37 @@ def test_train_then_predict_on_the_shared_photos(shared_data, tmp_path, feature_
         truth = manifest.loc[row.sample_id + ".jpg"]
         assert abs(row.true_lat - truth.lat) < 1e-6 and abs(row.true_lon - truth.lon) < 1e-6
     assert np.isfinite(points["error_m"]).all() and (points["error_m"] >= 0).all()
+
+
+def test_predict_with_regions_writes_a_fairness_choropleth(photo_run, tmp_path, feature_cache):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    regions = gpd.GeoDataFrame(
+        {"name": ["Lund", "Bretagne and Ile-de-France"]},
+        geometry=[box(13.1, 55.6, 13.3, 55.8), box(-2.5, 47.5, 2.5, 49.5)],
+        crs="EPSG:4326",
+    )
+    regions.to_file(tmp_path / "regions.geojson")
+    out = tmp_path / "pred.gpkg"
+    code = main(
+        [
+            "predict",
+            str(PHOTOS),
+            "--model",
+            str(photo_run),
+            "--out",
+            str(out),
+            "--regions",
+            str(tmp_path / "regions.geojson"),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    choropleth = pyogrio.read_dataframe(out, layer="region_choropleth").set_index("region")
+    assert choropleth.loc["Lund", "n"] == 29
+    assert choropleth.loc["Bretagne and Ile-de-France", "n"] == 12
+    points = pyogrio.read_dataframe(out, layer="predicted_points")
+    lund = points[points["region"] == "Lund"]["error_m"]
+    assert choropleth.loc["Lund", "median_error_m"] == pytest.approx(lund.median())
