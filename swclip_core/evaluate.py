@@ -25,7 +25,7 @@ from .features import ProgressFn, extract_image_features
 from .geo import haversine_m, pairwise_haversine_m
 from .knn import KNN_TEMPERATURE, KNN_WEIGHT, KnnLocalizer, fuse_predictions
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
-from .retrieval import Gallery, build_gallery, predict_locations, top_k
+from .retrieval import build_gallery, localize
 from .train import caption_template
 
 PROTOCOLS = ("closed", "open")
@@ -78,26 +78,6 @@ def caption_table(samples: pd.DataFrame, template) -> pd.DataFrame:
     return table.assign(caption=captions_for(samples, template))
 
 
-def localize(
-    image_embeddings: torch.Tensor,
-    gallery: Gallery,
-    *,
-    k: int = 5,
-    method: str = "weighted",
-    temperature: float = 0.05,
-):
-    """Top-K retrieval and predicted coordinates for normalised image embeddings."""
-    scores, index = top_k(image_embeddings, gallery.embeddings, k)
-    return predict_locations(
-        scores.numpy(),
-        index.numpy(),
-        gallery.table["lat"].to_numpy(dtype=float),
-        gallery.table["lon"].to_numpy(dtype=float),
-        method=method,
-        temperature=temperature,
-    )
-
-
 def evaluate(
     backbone,
     config,
@@ -131,9 +111,16 @@ def evaluate(
     lon = samples["lon"].to_numpy(dtype=float)
     if config.objective == "image-knn":
         return _evaluate_image_knn(
-            knn, config, samples, protocol=protocol, k=k, method=method,
+            knn,
+            config,
+            samples,
+            protocol=protocol,
+            k=k,
+            method=method,
             temperature=KNN_TEMPERATURE if temperature is None else temperature,
-            cache_dir=cache_dir, progress=progress, cancel=cancel,
+            cache_dir=cache_dir,
+            progress=progress,
+            cancel=cancel,
         )
     if knn is not None and protocol != "open":
         raise InputError(
@@ -165,16 +152,28 @@ def evaluate(
             model_fingerprint=model_fingerprint,
             cache_dir=cache_dir if model_fingerprint else None,
         )
-    pred = localize(image_emb, gallery, k=k, method=method, temperature=temperature)
+    pred = localize(
+        image_emb, gallery.embeddings, gallery.table, k=k, method=method, temperature=temperature
+    )
     candidates_table = gallery.table
     if knn is not None:
         knn_pred = knn.localize(
-            samples["image_path"].tolist(), k=k, method=method, temperature=knn_temperature,
-            cache_dir=cache_dir, cancel=cancel,
+            samples["image_path"].tolist(),
+            k=k,
+            method=method,
+            temperature=knn_temperature,
+            cache_dir=cache_dir,
+            cancel=cancel,
         )
         pred, candidates_table = fuse_predictions(
-            pred, gallery.table, temperature, knn_pred, knn.table, knn_temperature,
-            knn_weight=knn_weight, method=method,
+            pred,
+            gallery.table,
+            temperature,
+            knn_pred,
+            knn.table,
+            knn_temperature,
+            knn_weight=knn_weight,
+            method=method,
         )
     errors = haversine_m(pred.lat, pred.lon, lat, lon)
     summary: dict[str, float] = dict(error_summary(errors))
@@ -307,6 +306,4 @@ def _evaluate_image_knn(
         "objective": config.objective,
         "seed": config.seed,
     }
-    return Evaluation(
-        prediction_table(samples, pred, errors, rank, knn.table), summary, context
-    )
+    return Evaluation(prediction_table(samples, pred, errors, rank, knn.table), summary, context)

@@ -29,12 +29,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .captions import captions_for
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import InputError, ModelError
 from .features import ProgressFn, extract_image_features
-from .retrieval import Predictions, predict_locations, top_k
+from .retrieval import Predictions, localize, predict_locations
 
 KNN_FEATURES = "knn_features.pt"
 KNN_TEMPERATURE = 0.05  # softmax temperature over cosine similarities of frozen image features
@@ -79,14 +78,8 @@ class KnnLocalizer:
         temperature: float = KNN_TEMPERATURE,
     ) -> Predictions:
         """Predictions for normalised query features: top-K training images, then SPEC 6."""
-        scores, index = top_k(queries, self.features, k)
-        return predict_locations(
-            scores.numpy(),
-            index.numpy(),
-            self.table["lat"].to_numpy(dtype=float),
-            self.table["lon"].to_numpy(dtype=float),
-            method=method,
-            temperature=temperature,
+        return localize(
+            queries, self.features, self.table, k=k, method=method, temperature=temperature
         )
 
     def localize(
@@ -119,30 +112,12 @@ def index_training_images(
 
     Returns a :class:`train.TrainResult` with 0 epochs, a NaN loss and the indexing rate.
     """
+    from .loop import TrainResult, atomic_torch_save
     from .models import create_backbone
-    from .train import (
-        CONFIG,
-        TRAIN_SAMPLES,
-        TrainResult,
-        atomic_torch_save,
-        caption_template,
-        write_table,
-    )
+    from .train import start_run
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / KNN_FEATURES).exists() and not resume:
-        raise InputError(
-            f"{run_dir} already holds an image-kNN gallery; choose another output folder "
-            "(or pass --resume to rebuild it)"
-        )
+    run_dir, samples, _ = start_run(samples, config, run_dir, marker=KNN_FEATURES, resume=resume)
     device = resolve_device(config.device)
-    config.save(run_dir / CONFIG)
-    samples = samples.reset_index(drop=True)
-    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(
-        caption=captions_for(samples, caption_template(config))
-    )
-    write_table(table, run_dir / TRAIN_SAMPLES)
     backbone = create_backbone(config.backbone, config.pretrained, device=device)
     started = time.perf_counter()
     features = extract_image_features(

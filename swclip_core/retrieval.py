@@ -148,3 +148,25 @@ def predict_locations(
         top_index=index,
         top_score=scores,
     )
+
+
+def localize(
+    queries: torch.Tensor,
+    embeddings: torch.Tensor,
+    table: pd.DataFrame,
+    *,
+    k: int = 5,
+    method: str = "weighted",
+    temperature: float = 0.05,
+) -> Predictions:
+    """Top-K retrieval of normalised ``queries`` among ``embeddings`` whose rows are located by
+    ``table.lat``/``table.lon``, then the predicted coordinates."""
+    scores, index = top_k(queries, embeddings, k)
+    return predict_locations(
+        scores.numpy(),
+        index.numpy(),
+        table["lat"].to_numpy(dtype=float),
+        table["lon"].to_numpy(dtype=float),
+        method=method,
+        temperature=temperature,
+    )

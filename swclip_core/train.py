@@ -12,29 +12,23 @@ training locations and captions, the default gallery for prediction).
 
 from __future__ import annotations
 
-import json
-import math
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .batches import nearest_neighbours, neighbourhood_batches, random_batches
 from .captions import CaptionTemplate, captions_for
 from .config import TrainConfig
 from .data.images import ImageDataset
 from .device import autocast, resolve_device
-from .errors import CancelledError, InputError, ModelError
+from .errors import InputError, ModelError
 from .features import ProgressFn, extract_image_features, progress_span
 from .geo import pairwise_haversine_m
+from .loop import CHECKPOINT, BatchPlan, Objective, TrainResult, run_epochs
 from .losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
 from .models import Backbone, create_backbone
 from .semivariogram import (
@@ -44,24 +38,12 @@ from .semivariogram import (
     semivariogram_infonce,
 )
 
-CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 TRAIN_SAMPLES = "train_samples.csv"
-METRICS = "metrics.jsonl"
 SEMIVARIOGRAM = "semivariogram.json"
 SEMIVARIOGRAM_PLOT = "semivariogram.png"
 MAX_LOGIT_SCALE = 100.0
 FEATURE_SHARE = 0.2  # share of the overall progress given to feature extraction in cached mode
-
-
-@dataclass
-class TrainResult:
-    """What a finished run reports."""
-
-    run_dir: Path
-    epochs: int
-    final_loss: float
-    samples_per_s: float
 
 
 def seed_everything(seed: int) -> None:
@@ -89,18 +71,6 @@ def similarity_logits(backbone: Backbone, img: torch.Tensor, txt: torch.Tensor) 
     return scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
 
 
-def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to zero (a multiplier for LambdaLR)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def build_optimizer(backbone: Backbone, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; freshly initialised heads learn faster than the pretrained layers below them."""
     head_ids = {id(p) for p in backbone.head_parameters()}
@@ -120,17 +90,37 @@ def trainable_state(backbone: Backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in backbone.state_dict().items() if k in names}
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def write_table(df: pd.DataFrame, path: Path) -> None:
     """CSV written atomically."""
     tmp = path.with_name(path.name + ".partial")
     df.to_csv(tmp, index=False)
     tmp.replace(path)
+
+
+def start_run(
+    samples: pd.DataFrame, config: TrainConfig, run_dir: str | Path, *, marker: str, resume: bool
+) -> tuple[Path, pd.DataFrame, list[str]]:
+    """Create a run folder (refusing to overwrite a finished one unless resuming), save the config
+    and the training table with captions, the model's default gallery.
+
+    ``marker`` is the file whose presence means the folder already holds a model.
+    """
+    config.validate()
+    if len(samples) < 2:
+        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / marker).exists() and not resume:
+        raise InputError(
+            f"{run_dir} already holds a trained model; pass --resume to continue it "
+            "or choose another output folder"
+        )
+    config.save(run_dir / CONFIG)
+    samples = samples.reset_index(drop=True)
+    captions = captions_for(samples, caption_template(config))
+    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
+    write_table(table, run_dir / TRAIN_SAMPLES)
+    return run_dir, samples, captions
 
 
 def train(
@@ -144,40 +134,35 @@ def train(
     cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``config.objective`` on ``samples`` (the table :func:`read_samples` returns)."""
-    config.validate()
-    if len(samples) < 2:
-        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
     if config.objective == "geoclip":  # GPS location encoder instead of captions
         from .objectives.geoclip import train_geoclip
 
         return train_geoclip(
-            samples, config, run_dir, cache_dir=cache_dir, resume=resume, progress=progress,
+            samples,
+            config,
+            run_dir,
+            cache_dir=cache_dir,
+            resume=resume,
+            progress=progress,
             cancel=cancel,
         )
     if config.objective == "image-knn":  # nothing to train: the gallery is the images themselves
         from .knn import index_training_images
 
         return index_training_images(
-            samples, config, run_dir, cache_dir=cache_dir, resume=resume, progress=progress,
+            samples,
+            config,
+            run_dir,
+            cache_dir=cache_dir,
+            resume=resume,
+            progress=progress,
             cancel=cancel,
         )
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.exists() and not resume:
-        raise InputError(
-            f"{run_dir} already holds a trained model; pass --resume to continue it "
-            "or choose another output folder"
-        )
+    run_dir, samples, captions = start_run(
+        samples, config, run_dir, marker=CHECKPOINT, resume=resume
+    )
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    config.save(run_dir / CONFIG)
-
-    samples = samples.reset_index(drop=True)
-    captions = captions_for(samples, caption_template(config))
-    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
-    write_table(table, run_dir / TRAIN_SAMPLES)
-
     backbone = create_backbone(config.backbone, config.pretrained, device=device)
     backbone.set_trainable(image_trunk=config.mode == "finetune", text_layers=config.text_layers)
     tokens = backbone.tokenize(captions)
@@ -187,9 +172,7 @@ def train(
     city = category_codes(samples.get("city"), len(samples))
     region_labels = samples.get("region")
     if region_labels is None or region_labels.isna().all():
-        region_labels = samples.get(
-            "city"
-        )  # the fairness term needs groups; towns are the next best
+        region_labels = samples.get("city")  # the fairness term needs groups; towns come next
     region = category_codes(region_labels, len(samples))
 
     features = None
@@ -205,47 +188,25 @@ def train(
         )
         progress = progress_span(progress, FEATURE_SHARE, 1.0)
     images = ImageDataset(samples["image_path"].tolist(), backbone.preprocess)
-
-    neighbours = nearest_neighbours(lat.numpy(), lon.numpy(), config.neighbours_per_anchor)
-    rng = np.random.default_rng(config.seed)
-
-    def epoch_batches() -> list[np.ndarray]:
-        if config.neighbours_per_anchor > 0:
-            batches = neighbourhood_batches(neighbours, config.batch_size, rng)
-        else:
-            batches = random_batches(len(samples), config.batch_size, rng)
-        return [b for b in batches if len(b) >= 2]
-
-    steps_per_epoch = len(epoch_batches())
-    rng = np.random.default_rng(config.seed)  # the probe above must not shift the real epochs
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = build_optimizer(backbone, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_schedule(total_steps, max(1, int(config.warmup_fraction * total_steps)))
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     weights = LossWeights(
         lambda_nc=config.lambda_nc,
         lambda_fair=config.lambda_fair,
         nc_temperature=config.nc_temperature,
     )
 
-    start_epoch = 0
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        backbone.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]
-        start_epoch = state["epoch"]
-
     def refit_variogram(epoch: int) -> Semivariogram:
         return embedding_semivariogram(
-            backbone, lat.numpy(), lon.numpy(), tokens, device=device, features=features,
-            images=images, seed=config.seed + epoch,
+            backbone,
+            lat.numpy(),
+            lon.numpy(),
+            tokens,
+            device=device,
+            features=features,
+            images=images,
+            seed=config.seed + epoch,
         )
 
-    variogram: Semivariogram | None = None
+    variogram: Semivariogram | None = None  # the current fit, refreshed at every epoch start
 
     def batch_loss(idx: np.ndarray, batch_images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         index = torch.as_tensor(idx)
@@ -279,77 +240,39 @@ def train(
         ).float()
         return swclip_loss(logits, img, txt, w, region[index].to(device), weights)
 
-    loss_value = float("nan")
-    samples_per_s = 0.0
-    with open(run_dir / METRICS, "a") as log:
-        bar = tqdm(
-            range(start_epoch, config.epochs), desc=f"train {config.objective}", unit="epoch"
-        )
-        for epoch in bar:
-            if config.objective == "semivariogram":
-                # γ(d) follows the embeddings as they train: refit from the current model.
-                variogram = refit_variogram(epoch)
-            backbone.train()
-            if features is not None:
-                backbone.eval()  # frozen trunk: keep its normalisation statistics fixed
-            batches = epoch_batches()
-            loader = (
-                DataLoader(images, batch_sampler=batches, num_workers=config.num_workers)
-                if features is None
-                else ((None, None) for _ in batches)
-            )
-            started = time.perf_counter()
-            totals: dict[str, float] = {}
-            for step, (idx, (batch_images, _)) in enumerate(zip(batches, loader, strict=True)):
-                if cancel is not None and cancel():
-                    raise CancelledError("training cancelled; the last finished epoch is kept")
-                loss, parts = batch_loss(idx, batch_images)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                for key, value in parts.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
-                if progress is not None:
-                    done = (epoch - start_epoch) * len(batches) + step + 1
-                    total = (config.epochs - start_epoch) * len(batches)
-                    progress(done / total, f"epoch {epoch + 1}/{config.epochs}")
-            seconds = time.perf_counter() - started
-            samples_per_s = sum(len(b) for b in batches) / seconds
-            loss_value = totals["loss"] / len(batches)
-            if not math.isfinite(loss_value):
-                raise ModelError(
-                    f"training diverged at epoch {epoch + 1} (loss {loss_value}); "
-                    "lower --lr / --head-lr"
-                )
-            record = {k: v / len(batches) for k, v in totals.items()}
-            record.update(
-                epoch=epoch + 1,
-                seconds=seconds,
-                samples_per_s=samples_per_s,
-                lr=scheduler.get_last_lr()[0],
-            )
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            atomic_torch_save(
-                {
-                    "epoch": epoch + 1,
-                    "backbone": {"name": config.backbone, "pretrained": config.pretrained},
-                    "model": trainable_state(backbone),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng.bit_generator.state,
-                },
-                checkpoint_path,
-            )
+    def on_epoch_start(epoch: int) -> None:
+        nonlocal variogram
+        if config.objective == "semivariogram":
+            # γ(d) follows the embeddings as they train: refit from the current model.
+            variogram = refit_variogram(epoch)
+
+    objective = Objective(
+        name=config.objective,
+        model=backbone,
+        optimizer=build_optimizer(backbone, config),
+        batch_loss=batch_loss,
+        trainable_state=lambda: trainable_state(backbone),
+        load_trainable_state=lambda state: backbone.load_state_dict(state, strict=False),
+        images=images if features is None else None,
+        # cached mode: the frozen trunk keeps its normalisation statistics fixed
+        train_mode=features is None,
+        on_epoch_start=on_epoch_start,
+    )
+    result = run_epochs(
+        objective,
+        config,
+        run_dir,
+        BatchPlan(samples, config),
+        device,
+        resume=resume,
+        progress=progress,
+        cancel=cancel,
+    )
     if config.objective == "semivariogram":
         final = refit_variogram(config.epochs)
         final.save(run_dir / SEMIVARIOGRAM)
         plot_semivariogram(final, run_dir / SEMIVARIOGRAM_PLOT)
-    return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)
+    return result
 
 
 def load_trained(

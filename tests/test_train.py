@@ -13,8 +13,9 @@ from swclip_core.data import read_samples
 from swclip_core.device import resolve_device
 from swclip_core.errors import CancelledError, InputError
 from swclip_core.evaluate import evaluate
+from swclip_core.loop import cosine_schedule
 from swclip_core.models import create_backbone
-from swclip_core.train import CHECKPOINT, cosine_schedule, load_trained, train
+from swclip_core.train import CHECKPOINT, load_trained, train
 
 from .conftest import PHOTOS
 

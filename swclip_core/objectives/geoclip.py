@@ -17,9 +17,6 @@ A run folder has the layout of :func:`swclip_core.train.train`; ``metrics.jsonl`
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,31 +24,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..batches import nearest_neighbours, neighbourhood_batches, random_batches
-from ..captions import captions_for
 from ..config import TrainConfig
 from ..device import autocast, resolve_device
-from ..errors import CancelledError, InputError, ModelError
+from ..errors import InputError
 from ..features import ProgressFn, extract_image_features, progress_span
 from ..geo import EARTH_RADIUS_M
+from ..loop import CHECKPOINT, BatchPlan, Objective, TrainResult, run_epochs
 from ..models import create_backbone
 from ..models.geoclip import GeoclipModel
-from ..train import (
-    CHECKPOINT,
-    CONFIG,
-    FEATURE_SHARE,
-    MAX_LOGIT_SCALE,
-    METRICS,
-    TRAIN_SAMPLES,
-    TrainResult,
-    atomic_torch_save,
-    caption_template,
-    cosine_schedule,
-    seed_everything,
-    write_table,
-)
+from ..train import FEATURE_SHARE, MAX_LOGIT_SCALE, seed_everything, start_run
 
 
 class GpsQueue:
@@ -176,31 +158,14 @@ def train_geoclip(
     Same contract and run-folder layout as :func:`swclip_core.train.train`; only
     ``mode="cached"`` is supported (the backbone stays frozen, as GeoCLIP freezes CLIP).
     """
-    config.validate()
     if config.mode != "cached":
         raise InputError(
             "objective geoclip trains on cached image features only; use --mode cached"
         )
-    if len(samples) < 2:
-        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.exists() and not resume:
-        raise InputError(
-            f"{run_dir} already holds a trained model; pass --resume to continue it "
-            "or choose another output folder"
-        )
+    # Captions are kept so that the run's training table is also a caption gallery for others.
+    run_dir, samples, _ = start_run(samples, config, run_dir, marker=CHECKPOINT, resume=resume)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    config.save(run_dir / CONFIG)
-
-    samples = samples.reset_index(drop=True)
-    # Captions are kept so that the run's training table is also a caption gallery for others.
-    captions = captions_for(samples, caption_template(config))
-    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
-    write_table(table, run_dir / TRAIN_SAMPLES)
-
     model = build_geoclip_model(config, device)
     features = extract_image_features(
         model,
@@ -211,108 +176,42 @@ def train_geoclip(
         progress=progress_span(progress, 0.0, FEATURE_SHARE),
         cancel=cancel,
     )
-    progress = progress_span(progress, FEATURE_SHARE, 1.0)
     latlon = torch.as_tensor(samples[["lat", "lon"]].to_numpy(dtype=float), dtype=torch.float32)
-
-    lat, lon = samples["lat"].to_numpy(float), samples["lon"].to_numpy(float)
-    neighbours = nearest_neighbours(lat, lon, config.neighbours_per_anchor)
-    rng = np.random.default_rng(config.seed)
-
-    def epoch_batches() -> list[np.ndarray]:
-        # The same batch composition as the caption objectives, so that runs differ by loss only.
-        if config.neighbours_per_anchor > 0:
-            batches = neighbourhood_batches(neighbours, config.batch_size, rng)
-        else:
-            batches = random_batches(len(samples), config.batch_size, rng)
-        return [b for b in batches if len(b) >= 2]
-
-    steps_per_epoch = len(epoch_batches())
-    rng = np.random.default_rng(config.seed)  # the probe above must not shift the real epochs
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = geoclip_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_schedule(total_steps, max(1, int(config.warmup_fraction * total_steps)))
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     queue = GpsQueue(config.gps_queue_size)
     noise = torch.Generator().manual_seed(config.seed)
 
-    start_epoch = 0
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if "geoclip" not in state:
-            raise ModelError(
-                f"{checkpoint_path} is not a geoclip run; resume it with its own objective"
-            )
-        model.load_trainable_state(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]
-        queue.load_state_dict(state["geoclip"]["queue"])
-        noise.set_state(state["geoclip"]["noise"])
-        start_epoch = state["epoch"]
+    def batch_loss(idx: np.ndarray, _images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        index = torch.as_tensor(idx)
+        positives = add_gps_noise(latlon[index], config.gps_noise_m, noise)
+        with autocast(device):
+            logits = queue_logits(model, features[index].to(device), positives, index, queue)
+        loss = F.cross_entropy(logits.float(), torch.arange(len(idx), device=device))
+        queue.push(latlon[index], index)
+        negatives = float(torch.isfinite(logits).sum(dim=1).float().mean()) - 1
+        return loss, {"infonce": float(loss.detach()), "negatives": negatives}
 
-    loss_value = float("nan")
-    samples_per_s = 0.0
-    with open(run_dir / METRICS, "a") as log:
-        bar = tqdm(range(start_epoch, config.epochs), desc="train geoclip", unit="epoch")
-        for epoch in bar:
-            model.train()  # the backbone keeps its frozen trunk in eval mode
-            batches = epoch_batches()
-            started = time.perf_counter()
-            totals = {"loss": 0.0, "negatives": 0.0}
-            for step, idx in enumerate(batches):
-                if cancel is not None and cancel():
-                    raise CancelledError("training cancelled; the last finished epoch is kept")
-                index = torch.as_tensor(idx)
-                positives = add_gps_noise(latlon[index], config.gps_noise_m, noise)
-                with autocast(device):
-                    logits = queue_logits(
-                        model, features[index].to(device), positives, index, queue
-                    )
-                loss = F.cross_entropy(logits.float(), torch.arange(len(idx), device=device))
-                queue.push(latlon[index], index)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                totals["loss"] += float(loss.detach())
-                totals["negatives"] += float(torch.isfinite(logits).sum(dim=1).float().mean()) - 1
-                if progress is not None:
-                    done = (epoch - start_epoch) * len(batches) + step + 1
-                    total = (config.epochs - start_epoch) * len(batches)
-                    progress(done / total, f"epoch {epoch + 1}/{config.epochs}")
-            seconds = time.perf_counter() - started
-            samples_per_s = sum(len(b) for b in batches) / seconds
-            loss_value = totals["loss"] / len(batches)
-            if not math.isfinite(loss_value):
-                raise ModelError(
-                    f"training diverged at epoch {epoch + 1} (loss {loss_value}); "
-                    "lower --lr / --head-lr"
-                )
-            record = {k: v / len(batches) for k, v in totals.items()}
-            record.update(
-                infonce=record["loss"],
-                epoch=epoch + 1,
-                seconds=seconds,
-                samples_per_s=samples_per_s,
-                lr=scheduler.get_last_lr()[0],
-                queue_filled=queue.filled,
-            )
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            atomic_torch_save(
-                {
-                    "epoch": epoch + 1,
-                    "backbone": {"name": config.backbone, "pretrained": config.pretrained},
-                    "model": model.trainable_state(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng.bit_generator.state,
-                    "geoclip": {"queue": queue.state_dict(), "noise": noise.get_state()},
-                },
-                checkpoint_path,
-            )
-    return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)
+    def load_extra_state(extra: dict) -> None:
+        queue.load_state_dict(extra["queue"])
+        noise.set_state(extra["noise"])
+
+    objective = Objective(
+        name="geoclip",
+        model=model,  # train() keeps the backbone's frozen trunk in eval mode
+        optimizer=geoclip_optimizer(model, config),
+        batch_loss=batch_loss,
+        trainable_state=model.trainable_state,
+        load_trainable_state=model.load_trainable_state,
+        extra_state=lambda: {"queue": queue.state_dict(), "noise": noise.get_state()},
+        load_extra_state=load_extra_state,
+        epoch_figures=lambda: {"queue_filled": queue.filled},
+    )
+    return run_epochs(
+        objective,
+        config,
+        run_dir,
+        BatchPlan(samples, config),
+        device,
+        resume=resume,
+        progress=progress_span(progress, FEATURE_SHARE, 1.0),
+        cancel=cancel,
+    )

@@ -1,0 +1,205 @@
+"""The epoch loop that every trained objective shares.
+
+Batches, optimiser and schedule steps, mixed precision on CUDA, one metrics line per epoch, a
+checkpoint after every epoch (so a run resumes where it stopped), progress and cancel. Objectives
+differ only in what they hand to :func:`run_epochs`: a model, its batch loss and any state of their
+own (GeoCLIP's GPS queue, for instance).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .batches import nearest_neighbours, neighbourhood_batches, random_batches
+from .config import TrainConfig
+from .errors import CancelledError, ModelError
+from .features import ProgressFn
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+BatchLoss = Callable[[np.ndarray, "torch.Tensor | None"], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    epochs: int
+    final_loss: float
+    samples_per_s: float
+
+
+class BatchPlan:
+    """The batches of each epoch: every sample once, near places together (see batches.py)."""
+
+    def __init__(self, samples: pd.DataFrame, config: TrainConfig):
+        lat, lon = samples["lat"].to_numpy(float), samples["lon"].to_numpy(float)
+        self.n = len(samples)
+        self.batch_size = config.batch_size
+        self.neighbours = nearest_neighbours(lat, lon, config.neighbours_per_anchor)
+        self.rng = np.random.default_rng(config.seed)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        # A one-sample remainder is dropped: a batch of one has no negatives.
+        return self.n // self.batch_size + (self.n % self.batch_size >= 2)
+
+    def epoch(self) -> list[np.ndarray]:
+        if self.neighbours.shape[1] > 0:
+            batches = neighbourhood_batches(self.neighbours, self.batch_size, self.rng)
+        else:
+            batches = random_batches(self.n, self.batch_size, self.rng)
+        return [b for b in batches if len(b) >= 2]
+
+
+def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero (a multiplier for LambdaLR)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class Objective:
+    """What one objective brings to the loop."""
+
+    name: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batch_loss: BatchLoss  # (batch indices, decoded images or None) -> (loss, figures to log)
+    trainable_state: Callable[[], dict]
+    load_trainable_state: Callable[[dict], None]
+    # Decoded per batch when the image trunk trains; None when features are cached.
+    images: Dataset | None = None
+    # False keeps the whole model in eval mode (no dropout) while its heads train.
+    train_mode: bool = True
+    on_epoch_start: Callable[[int], None] | None = None
+    extra_state: Callable[[], dict] | None = None  # saved under the checkpoint's "extra"
+    load_extra_state: Callable[[dict], None] | None = None
+    epoch_figures: Callable[[], dict] | None = None  # logged with each epoch
+
+
+def run_epochs(
+    objective: Objective,
+    config: TrainConfig,
+    run_dir: Path,
+    plan: BatchPlan,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.epochs`` epochs (from the last checkpoint when resuming)."""
+    checkpoint_path = run_dir / CHECKPOINT
+    optimizer = objective.optimizer
+    total_steps = plan.steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_schedule(total_steps, max(1, int(config.warmup_fraction * total_steps)))
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    start_epoch = 0
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("objective", objective.name) != objective.name:
+            raise ModelError(
+                f"{checkpoint_path} was trained with objective {state['objective']!r}; "
+                "resume it with that objective"
+            )
+        objective.load_trainable_state(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        plan.rng.bit_generator.state = state["rng"]
+        if objective.load_extra_state is not None:
+            objective.load_extra_state(state["extra"])
+        start_epoch = state["epoch"]
+
+    loss_value, samples_per_s = float("nan"), 0.0
+    with open(run_dir / METRICS, "a") as log:
+        bar = tqdm(range(start_epoch, config.epochs), desc=f"train {objective.name}", unit="epoch")
+        for epoch in bar:
+            if objective.on_epoch_start is not None:
+                objective.on_epoch_start(epoch)
+            objective.model.train(objective.train_mode)
+            batches = plan.epoch()
+            loader = (
+                DataLoader(objective.images, batch_sampler=batches, num_workers=config.num_workers)
+                if objective.images is not None
+                else ((None, None) for _ in batches)
+            )
+            started = time.perf_counter()
+            totals: dict[str, float] = {}
+            for step, (idx, (batch_images, _)) in enumerate(zip(batches, loader, strict=True)):
+                if cancel is not None and cancel():
+                    raise CancelledError("training cancelled; the last finished epoch is kept")
+                loss, figures = objective.batch_loss(idx, batch_images)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                for key, value in {**figures, "loss": float(loss.detach())}.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                if progress is not None:
+                    done = (epoch - start_epoch) * len(batches) + step + 1
+                    progress(
+                        done / ((config.epochs - start_epoch) * len(batches)),
+                        f"epoch {epoch + 1}/{config.epochs}",
+                    )
+            seconds = time.perf_counter() - started
+            samples_per_s = sum(len(b) for b in batches) / seconds
+            loss_value = totals["loss"] / len(batches)
+            if not math.isfinite(loss_value):
+                raise ModelError(
+                    f"training diverged at epoch {epoch + 1} (loss {loss_value}); "
+                    "lower --lr / --head-lr"
+                )
+            record = {k: v / len(batches) for k, v in totals.items()}
+            record.update(
+                epoch=epoch + 1,
+                seconds=seconds,
+                samples_per_s=samples_per_s,
+                lr=scheduler.get_last_lr()[0],
+            )
+            if objective.epoch_figures is not None:
+                record.update(objective.epoch_figures())
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            state = {
+                "epoch": epoch + 1,
+                "objective": objective.name,
+                "backbone": {"name": config.backbone, "pretrained": config.pretrained},
+                "model": objective.trainable_state(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": plan.rng.bit_generator.state,
+            }
+            if objective.extra_state is not None:
+                state["extra"] = objective.extra_state()
+            atomic_torch_save(state, checkpoint_path)
+    return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)
