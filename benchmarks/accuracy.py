@@ -14,12 +14,16 @@ from swclip_core.data.splits import random_split, spatial_block_split
 from swclip_core.device import resolve_device
 from swclip_core.evaluate import caption_table, evaluate
 from swclip_core.features import file_digest
+from swclip_core.knn import load_knn
 from swclip_core.models import create_backbone
 from swclip_core.train import CHECKPOINT, caption_template, load_trained, seed_everything, train
 
 from .datasets import Dataset
 
-OBJECTIVES = ("zero-shot", "clip", "swclip", "semivariogram", "geoclip", "image-knn")
+OBJECTIVES = ("zero-shot", "clip", "swclip", "semivariogram", "geoclip", "image-knn", "fused")
+# The fused predictor mixes SW-CLIP's caption retrieval with image-kNN over the training images
+# (`swclip predict --fuse`): it needs both runs, and is defined for the open protocol only.
+FUSED = "fused"
 PROTOCOLS = ("closed", "open")
 SPLITS = ("random", "spatial")
 FIGURES = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
@@ -38,17 +42,23 @@ def split_indices(dataset: Dataset, split: str, seed: int):
     )
 
 
-def trained_model(objective: str, config: TrainConfig, train_set, run_dir: Path, cache: Path):
-    """The model of one objective (trained unless zero-shot) and its weights' fingerprint."""
+def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, cache: Path):
+    """The model of one objective (trained unless zero-shot), its weights' fingerprint and the
+    image-kNN gallery it uses (image-knn itself and the fused predictor), else None."""
     device = resolve_device(config.device)
     if objective == "zero-shot":
         seed_everything(config.seed)  # the untrained heads are random: make them reproducible
-        return create_backbone(config.backbone, device=device), config, ""
+        return create_backbone(config.backbone, device=device), config, "", None
+    if objective == FUSED:
+        model, loaded, fingerprint, _ = trained_model("swclip", config, train_set, runs, cache)
+        return model, loaded, fingerprint, load_knn(runs / "image-knn", device)
+    run_dir = runs / objective
     if not (run_dir / "config.json").exists():
         train(train_set, replace(config, objective=objective), run_dir, cache_dir=cache)
     model, loaded = load_trained(run_dir, device)
-    checkpoint = run_dir / CHECKPOINT
-    return model, loaded, file_digest(checkpoint) if checkpoint.exists() else run_dir.name
+    if objective == "image-knn":
+        return model, loaded, run_dir.name, load_knn(run_dir, device, backbone=model)
+    return model, loaded, file_digest(run_dir / CHECKPOINT), None
 
 
 def run_accuracy(
@@ -76,13 +86,13 @@ def run_accuracy(
                     batch_size=min(base.batch_size, len(train_set)),
                 )
                 gallery = caption_table(train_set, caption_template(config))
+                runs = work / "runs" / dataset.name / split / f"seed{seed}"
                 for objective in objectives:
-                    run_dir = work / "runs" / dataset.name / split / f"seed{seed}" / objective
                     started = time.perf_counter()
-                    model, loaded, fingerprint = trained_model(
-                        objective, config, train_set, run_dir, cache
+                    model, loaded, fingerprint, knn = trained_model(
+                        objective, config, train_set, runs, cache
                     )
-                    for protocol in PROTOCOLS:
+                    for protocol in ("open",) if objective == FUSED else PROTOCOLS:
                         result = evaluate(
                             model,
                             loaded,
@@ -92,6 +102,7 @@ def run_accuracy(
                             gallery_table=gallery,
                             model_fingerprint=fingerprint,
                             cache_dir=cache,
+                            knn=knn,
                         )
                         record = {
                             "dataset": dataset.name,

@@ -38,7 +38,7 @@ def machine() -> str:
 
 
 def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
-    n, epochs = (150, 3) if quick else (600, 15)
+    n, epochs = (150, 3) if quick else (400, 12)
     found = [
         datasets.generated_scenes(
             SAMPLE / "places" / "isleofman_addresses.csv",

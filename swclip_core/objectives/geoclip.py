@@ -177,7 +177,9 @@ def train_geoclip(
         cancel=cancel,
     )
     latlon = torch.as_tensor(samples[["lat", "lon"]].to_numpy(dtype=float), dtype=torch.float32)
-    queue = GpsQueue(config.gps_queue_size)
+    # A queue longer than the training set only repeats its locations as negatives: same
+    # softmax support, more compute.
+    queue = GpsQueue(min(config.gps_queue_size, len(samples)))
     noise = torch.Generator().manual_seed(config.seed)
 
     def batch_loss(idx: np.ndarray, _images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
