@@ -134,10 +134,10 @@ def region_choropleth(
 ) -> gpd.GeoDataFrame:
     """Per region polygon: how well the samples inside it were localized.
 
-    Samples belong to the region named in the predictions' ``region`` column, or, without one, to
-    the polygon that contains their TRUE location. Columns: ``region`` (the value of
-    ``region_field``), ``n``, ``median_error_m``, ``mean_error_m``, ``acc_at_radius`` (share of
-    errors ≤ ``radius_m``), ``r_at_1`` (share with ``rank_of_truth == 0``; NaN unless every
+    Samples belong to the region named in the predictions' ``region`` column, or, when it is
+    missing or empty, to the polygon that contains their TRUE location. Columns: ``region`` (the
+    value of ``region_field``), ``n``, ``median_error_m``, ``mean_error_m``, ``acc_at_radius``
+    (share of errors ≤ ``radius_m``), ``r_at_1`` (share with ``rank_of_truth == 0``; NaN unless every
     sample has a rank ≥ 0, i.e. the closed protocol), and the deviation of the regional median
     from the overall median error of all predictions, ``median_error_ratio`` (regional / overall)
     and ``median_error_diff_m`` (regional − overall). Figures come from
@@ -157,7 +157,7 @@ def region_choropleth(
             "of the samples."
         )
     scored = predictions[np.isfinite(predictions["error_m"].to_numpy(dtype=float))]
-    if "region" in scored:
+    if "region" in scored and scored["region"].notna().any():
         labels = scored["region"].to_numpy(dtype=object)
     else:
         labels = _regions_at_true_locations(scored, polygons, region_field)

@@ -7,9 +7,13 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.build_gallery import BuildGalleryAlgorithm
 from .algorithms.check_backend import CheckBackendAlgorithm
 from .algorithms.create_backend import CreateBackendAlgorithm
+from .algorithms.error_lines import ErrorLinesAlgorithm
+from .algorithms.error_surface import ErrorSurfaceAlgorithm
 from .algorithms.evaluate_model import EvaluateAlgorithm
+from .algorithms.fairness_choropleth import FairnessChoroplethAlgorithm
 from .algorithms.localize_layer import LocalizeLayerAlgorithm
 from .algorithms.train_model import TrainModelAlgorithm
 
@@ -41,5 +45,9 @@ class SwclipProvider(QgsProcessingProvider):
             TrainModelAlgorithm(),
             LocalizeLayerAlgorithm(),
             EvaluateAlgorithm(),
+            BuildGalleryAlgorithm(),
+            ErrorLinesAlgorithm(),
+            FairnessChoroplethAlgorithm(),
+            ErrorSurfaceAlgorithm(),
         ):
             self.addAlgorithm(algorithm)

@@ -7,6 +7,7 @@ Every algorithm is QGIS glue around one ``swclip`` command run by the worker in 
 from __future__ import annotations
 
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,17 @@ from ..runner import WorkerFailed, run_worker
 
 RETRIEVAL_METHODS = ("weighted", "top1")
 DEVICES = ("auto", "cpu", "cuda")
+# Processing keeps only a pointer to a layer post-processor and runs a CLONE of the algorithm
+# (QgsProcessingAlgorithm::run), deleted before the results are loaded: the post-processors must
+# outlive it. The most recent ones are kept here; a run loads its outputs long before 100 more.
+_LIVE_POST_PROCESSORS: deque = deque(maxlen=100)
 
 
 class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
     """Styles an output layer once Processing has loaded it, and puts it in the run's group.
 
-    Processing keeps only a pointer to a post-processor, so the algorithm instance keeps the
-    Python object alive (the QuickOSM pattern).
+    Processing keeps only a pointer to a post-processor, so the Python object is kept alive in
+    ``_LIVE_POST_PROCESSORS``.
     """
 
     def __init__(self, style_name: str, group_name: str) -> None:
@@ -81,7 +86,6 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
 
     def __init__(self) -> None:
         super().__init__()
-        self._post_processors: list[StyleOnLoad] = []
 
     # --- identity ------------------------------------------------------------------------------
 
@@ -292,5 +296,5 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         if not context.willLoadLayerOnCompletion(dest_id):
             return
         processor = StyleOnLoad(style_name, group_name)
-        self._post_processors.append(processor)
+        _LIVE_POST_PROCESSORS.append(processor)
         context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)

@@ -1,0 +1,124 @@
+"""``swclip:errorsurface``: the prediction errors interpolated into a raster (IDW)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+)
+
+from ..layers import crs_argument
+from ..vector_io import export_layer
+from .base import SwclipAlgorithm
+
+REQUIRED = ("true_lat", "true_lon", "error_m")
+
+
+class ErrorSurfaceAlgorithm(SwclipAlgorithm):
+    """Run ``swclip surface`` on a predictions layer and return the GeoTIFF."""
+
+    ALGORITHM_NAME = "errorsurface"
+    DISPLAY_NAME = "Error surface raster"
+    GROUP = "Results"
+    GROUP_ID = "results"
+    HELP = (
+        "Interpolates the localization error (error_m) between the photos' true positions "
+        "into a raster, to see where a model does well or badly.\n\n"
+        "Input: a predictions layer such as Localize layer's Predicted points (fields "
+        "true_lat, true_lon, error_m). Each cell is the inverse-distance-weighted mean "
+        "(weights 1/d^power) of the errors of its 12 nearest photos; cells farther than the "
+        "maximum distance from every photo are nodata. The raster is in the predictions "
+        "layer's CRS when it is projected in metres, else in the local UTM zone.\n\n"
+        "Cell size 0 and maximum distance 0 mean automatic: a quarter of, and three times, the "
+        "median spacing between photos."
+    )
+
+    CELL_M = "CELL_M"
+    POWER = "POWER"
+    MAX_DISTANCE_M = "MAX_DISTANCE_M"
+    OUTPUT = "OUTPUT"
+
+    def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.INPUT,
+                self.tr("Predictions (point layer from Localize layer)"),
+                [QgsProcessing.TypeVectorPoint],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.CELL_M,
+                self.tr("Cell size in metres (0: automatic)"),
+                type=QgsProcessingParameterNumber.Double,
+                minValue=0.0,
+                defaultValue=0.0,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                self.POWER,
+                self.tr("IDW power"),
+                type=QgsProcessingParameterNumber.Double,
+                minValue=0.1,
+                defaultValue=2.0,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                self.MAX_DISTANCE_M,
+                self.tr("Maximum distance from a photo in metres (0: automatic)"),
+                type=QgsProcessingParameterNumber.Double,
+                minValue=0.0,
+                defaultValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Error surface"))
+        )
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        missing = [name for name in REQUIRED if source.fields().indexOf(name) < 0]
+        if missing:
+            raise QgsProcessingException(
+                self.tr(
+                    "The predictions layer lacks the field(s) {}; use the Predicted points "
+                    "output of Localize layer (or swclip predict)."
+                ).format(", ".join(missing))
+            )
+        out = Path(self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
+        if out.suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(
+                self.tr("The error surface is written as GeoTIFF: choose a file ending in .tif.")
+            )
+        exported = self.work_dir() / "predictions.gpkg"
+        try:
+            export_layer(source, exported, "predictions", feedback=feedback)
+        except OSError as error:
+            raise QgsProcessingException(str(error)) from None
+        power = self.parameterAsDouble(parameters, self.POWER, context)
+        args: list[Any] = [exported, "--layer", "predictions", "--out", out,
+                           "--crs", crs_argument(source.sourceCrs()), "--power", power]  # fmt: skip
+        for name, option in ((self.CELL_M, "--cell-m"), (self.MAX_DISTANCE_M, "--max-distance-m")):
+            value = self.parameterAsDouble(parameters, name, context)
+            if value > 0:
+                args += [option, value]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.run_backend("surface", args, feedback)
+        return {self.OUTPUT: str(out)}
