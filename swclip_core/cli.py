@@ -48,6 +48,24 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--city-column", help="city/town column")
     group.add_argument("--country-column", help="country column")
     group.add_argument("--region-column", help="region column used for fairness figures")
+    raster = parser.add_argument_group(
+        "raster input (a georeferenced GeoTIFF or other raster is cut into image patches, each "
+        "positioned at its centre)"
+    )
+    raster.add_argument("--patch-size", type=int, help="patch side in pixels (default 64)")
+    raster.add_argument(
+        "--patch-stride", type=int, help="regular grid step in pixels (default: the patch size)"
+    )
+    raster.add_argument(
+        "--patch-count", type=int, help="instead of a grid: this many random windows"
+    )
+    raster.add_argument("--patch-seed", type=int, help="seed of the random windows (default 0)")
+    raster.add_argument(
+        "--bands",
+        type=lambda text: [int(b) for b in text.split(",")],
+        help="1-based bands shown as red,green,blue (or one band as grey); default 3,2,1 when "
+        "there are three or more bands. Windows touching nodata are skipped and reported.",
+    )
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +114,11 @@ def add_join_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "spatial joins (fill street/city/region where the input lacks them)"
     )
-    group.add_argument("--regions", help="polygon layer whose names fill region (or city)")
+    group.add_argument(
+        "--regions",
+        help="polygon layer whose names fill region (or city); with predict, the output also "
+        "gets a region fairness choropleth (layers region_choropleth, fairness_summary)",
+    )
     group.add_argument("--regions-layer", help="layer name inside the --regions GeoPackage")
     group.add_argument("--region-field", help="name field of --regions (detected when not given)")
     group.add_argument(
@@ -149,6 +171,33 @@ def add_gallery_parser(commands) -> None:
     gallery.add_argument("--model", type=Path, help="run folder: embed the gallery now (cached)")
     add_join_options(gallery)
     add_runtime_options(gallery)
+
+
+def add_surface_parser(commands) -> None:
+    surface = commands.add_parser(
+        "surface",
+        help="interpolate the errors of a predictions layer into a GeoTIFF",
+        description="Write the error surface of `swclip predict --error-surface` from an existing "
+        "predictions layer or CSV (columns true_lat, true_lon, error_m): error_m interpolated by "
+        "inverse distance weighting between the true locations.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    surface.add_argument("predictions", type=Path, help="predictions GeoPackage/layer or CSV")
+    surface.add_argument("--layer", help="layer name (default: predicted_points when present)")
+    surface.add_argument("--out", type=Path, required=True, help="GeoTIFF to write (.tif)")
+    surface.add_argument(
+        "--crs",
+        help="CRS of the raster when projected in metres (default: the local UTM zone)",
+    )
+    surface.add_argument("--cell-m", type=float, help="cell size in metres (default: automatic)")
+    surface.add_argument("--power", type=float, default=2.0, help="IDW power (default 2)")
+    surface.add_argument(
+        "--max-distance-m",
+        type=float,
+        help="cells farther from every sample are nodata (default: 3x the median spacing)",
+    )
+    surface.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="'train' (the model's training locations, default) or a "
         "CSV/point layer of candidate locations",
     )
-    predict.add_argument("--out-crs", default="EPSG:4326", help="CRS of the output layers")
+    predict.add_argument(
+        "--out-crs", help="CRS of the output layers (default: the input's own CRS)"
+    )
     predict.add_argument(
         "--error-surface",
         type=Path,
@@ -301,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(evaluate)
 
     add_gallery_parser(commands)
+    add_surface_parser(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -351,6 +403,11 @@ def read_input(args: argparse.Namespace):
         city_column=args.city_column,
         country_column=args.country_column,
         region_column=args.region_column,
+        patch_size=args.patch_size,
+        patch_stride=args.patch_stride,
+        patch_count=args.patch_count,
+        patch_seed=args.patch_seed,
+        bands=args.bands,
     )
 
 
@@ -564,10 +621,11 @@ def command_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--map must end in .png, got {args.map}")
     samples, evaluation = run_evaluation(args, "open")
     regions, region_field = region_polygons(args)
+    out_crs = args.out_crs or samples.attrs.get("source_crs", "EPSG:4326")
     path = write_predictions_gpkg(
         evaluation.predictions,
         args.out,
-        crs=args.out_crs,
+        crs=out_crs,
         skipped=samples.attrs.get("skipped", []),
         regions=regions,
         region_field=region_field,
@@ -583,7 +641,7 @@ def command_predict(args: argparse.Namespace) -> int:
         layers += ", region_choropleth, fairness_summary"
     print(f"wrote {path} (layers {layers})")
     if args.error_surface:
-        surface = write_error_surface(evaluation.predictions, args.error_surface, crs=args.out_crs)
+        surface = write_error_surface(evaluation.predictions, args.error_surface, crs=out_crs)
         print(f"wrote {surface} (error_m interpolated between the true locations)")
     if args.map:
         title = f"swclip predict with {args.model.name}"
@@ -729,6 +787,35 @@ def command_gallery(args: argparse.Namespace) -> int:
     return EXIT_OK if samples is None else report_skipped(samples, args.out.parent)
 
 
+def command_surface(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import pyogrio
+
+    from .errors import InputError
+    from .outputs import POINTS_LAYER, write_error_surface
+
+    if not args.predictions.exists():
+        raise InputError(f"{args.predictions} does not exist")
+    if args.predictions.suffix.lower() == ".csv":
+        table = pd.read_csv(args.predictions)
+    else:
+        layer = args.layer
+        if layer is None:
+            names = [str(name) for name, _ in pyogrio.list_layers(args.predictions)]
+            layer = POINTS_LAYER if POINTS_LAYER in names else None
+        table = pyogrio.read_dataframe(args.predictions, layer=layer, read_geometry=False)
+    path = write_error_surface(
+        table,
+        args.out,
+        crs=args.crs,
+        cell_m=args.cell_m,
+        power=args.power,
+        max_distance_m=args.max_distance_m,
+    )
+    print(f"wrote {path} (error_m interpolated between the true locations)")
+    return EXIT_OK
+
+
 COMMANDS = {
     "train": command_train,
     "predict": command_predict,
@@ -736,6 +823,7 @@ COMMANDS = {
     "demo": command_demo,
     "gallery": command_gallery,
     "probe": command_probe,
+    "surface": command_surface,
 }
 
 

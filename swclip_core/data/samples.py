@@ -43,6 +43,8 @@ SAMPLE_COLUMNS = (
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
+# Files with these suffixes are cut into patches when rasterio finds a CRS and a geotransform.
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".img", ".jp2", ".vrt"})
 
 # Candidate names for auto-detection, in order of preference, compared case-insensitively.
 _CANDIDATES = {
@@ -91,6 +93,8 @@ class _Records:
     skipped: list[dict[str, str]] = field(default_factory=list)
     # Coordinates that were given in a CRS only by assumption (no CRS named anywhere).
     crs_assumed: bool = False
+    # The CRS the input's coordinates were in (crs_text form), so outputs can be written back in it.
+    source_crs: str = WGS84
 
 
 def _text(value: Any) -> str | None:
@@ -148,6 +152,15 @@ def _parse_crs(crs: Any) -> pyproj.CRS:
         ) from error
 
 
+def crs_text(crs: Any) -> str:
+    """``"EPSG:n"`` when ``crs`` is exactly that EPSG CRS, else its WKT: a CRS as a string that
+    writes outputs back in the input's CRS without loss. Raises :class:`InputError` if unknown."""
+    parsed = _parse_crs(crs)
+    # Only an exact match: a looser one could swap a datum and move points by metres.
+    code = parsed.to_epsg(min_confidence=100)
+    return f"EPSG:{code}" if code is not None else parsed.to_wkt()
+
+
 def _resolve_columns(
     names: Sequence[str], columns: dict[str, str | None], source: Path
 ) -> dict[str, str | None]:
@@ -178,7 +191,7 @@ def _records_from_table(
     lat, lon = to_wgs84(
         np.asarray(xy[0], dtype=np.float64), np.asarray(xy[1], dtype=np.float64), source_crs
     )
-    records = _Records(crs_assumed=crs_assumed)
+    records = _Records(crs_assumed=crs_assumed, source_crs=crs_text(source_crs))
     records.labels, records.ids = labels, ids
     records.images = [_text(v) for v in table[found["image"]]]
     records.lat, records.lon = [float(v) for v in lat], [float(v) for v in lon]
@@ -444,6 +457,7 @@ def _finish(
     gdf = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(lon, lat), crs=WGS84)
     gdf = gdf[list(SAMPLE_COLUMNS)]
     gdf.attrs["skipped"] = skipped
+    gdf.attrs["source_crs"] = records.source_crs
     return gdf
 
 
@@ -463,6 +477,11 @@ def read_samples(
     country_column: str | None = None,
     region_column: str | None = None,
     check_images: bool = True,
+    patch_size: int | None = None,
+    patch_stride: int | None = None,
+    patch_count: int | None = None,
+    patch_seed: int | None = None,
+    bands: Sequence[int] | None = None,
 ) -> gpd.GeoDataFrame:
     """Read geo-tagged street-view samples into an EPSG:4326 GeoDataFrame.
 
@@ -472,7 +491,12 @@ def read_samples(
     - a vector file (GeoPackage, choose ``layer`` when it has several; GeoJSON; Shapefile) of point
       geometries in any CRS (the layer's CRS wins; ``crs`` fills in when the file has none); naming
       coordinate columns reads them instead of the geometry;
-    - a folder of photos (JPEG/PNG/TIFF, searched recursively) positioned by their EXIF GPS.
+    - a folder of photos (JPEG/PNG/TIFF, searched recursively) positioned by their EXIF GPS;
+    - a georeferenced raster (.tif/.tiff/.img/.jp2/.vrt that rasterio opens with a CRS and a
+      geotransform; a photo TIFF without them is not one) cut into PNG patches by
+      :func:`swclip_core.data.rasters.read_raster_patches` with ``patch_size`` (pixels, default 64),
+      ``patch_stride`` (grid step in pixels, default the patch size) or ``patch_count`` random
+      windows drawn with ``patch_seed`` (default 0), and ``bands`` (1-based, default 3,2,1 or 1).
 
     Columns not named are auto-detected case-insensitively (image: image_path, image, path, file,
     filename, photo; lat: lat, latitude; lon: lon, lng, long, longitude; x/y: x, easting / y,
@@ -490,10 +514,17 @@ def read_samples(
     Raises :class:`InputError` for a missing source, an unknown CRS, a named column that does not
     exist, missing coordinate or image columns, non-point geometries, duplicate sample ids, and
     input with no usable record. The input is only read, never modified.
+
+    ``gdf.attrs["source_crs"]`` is the CRS the input's coordinates were in, as ``"EPSG:n"`` or WKT
+    (see :func:`crs_text`): the layer's, ``crs`` for x/y columns, the raster's, and EPSG:4326 for
+    lat/lon columns and photos, so that outputs can be written back in it.
     """
     path = Path(source).expanduser()
     if not path.exists():
-        raise InputError(f"Input {path} does not exist. Give a CSV, vector file or photo folder.")
+        raise InputError(
+            f"Input {path} does not exist. Give a CSV, vector file, photo folder or georeferenced "
+            "raster."
+        )
     columns = {
         "image": image_column,
         "lat": lat_column,
@@ -508,9 +539,34 @@ def read_samples(
     }
     if crs is not None:
         _parse_crs(crs)  # fail on a typo before reading anything
+    given = [_OPTION_NAMES[k] for k, v in columns.items() if v is not None]
+    given += [name for name, v in (("--crs", crs), ("--layer", layer)) if v is not None]
+    raster_options = {
+        "patch_size": ("--patch-size", patch_size),
+        "stride": ("--patch-stride", patch_stride),
+        "count": ("--patch-count", patch_count),
+        "seed": ("--patch-seed", patch_seed),
+        "bands": ("--bands", bands),
+    }
+    raster_given = {key: value for key, (_, value) in raster_options.items() if value is not None}
+    if path.is_file() and path.suffix.lower() in RASTER_SUFFIXES:
+        # Imported here: rasterio is only needed, and only loaded, for raster inputs.
+        from swclip_core.data.rasters import is_georeferenced_raster, read_raster_patches
+
+        if is_georeferenced_raster(path):
+            if given:
+                raise InputError(
+                    f"{path} is a georeferenced raster, cut into patches positioned by its own "
+                    f"CRS: {', '.join(given)} only apply to CSV or vector files."
+                )
+            return read_raster_patches(path, **raster_given)
+    if raster_given:
+        names = ", ".join(raster_options[key][0] for key in raster_given)
+        raise InputError(
+            f"{names} only apply to georeferenced rasters (e.g. a GeoTIFF with a CRS), and {path} "
+            "is not one."
+        )
     if path.is_dir():
-        given = [_OPTION_NAMES[k] for k, v in columns.items() if v is not None]
-        given += [name for name, v in (("--crs", crs), ("--layer", layer)) if v is not None]
         if given:
             raise InputError(
                 f"{path} is a folder of photos, positioned by their EXIF GPS: "
