@@ -137,8 +137,8 @@ def region_choropleth(
     Samples belong to the region named in the predictions' ``region`` column, or, when it is
     missing or empty, to the polygon that contains their TRUE location. Columns: ``region`` (the
     value of ``region_field``), ``n``, ``median_error_m``, ``mean_error_m``, ``acc_at_radius``
-    (share of errors ≤ ``radius_m``), ``r_at_1`` (share with ``rank_of_truth == 0``; NaN unless every
-    sample has a rank ≥ 0, i.e. the closed protocol), and the deviation of the regional median
+    (share of errors ≤ ``radius_m``), ``r_at_1`` (share with ``rank_of_truth == 0``; NaN unless
+    every sample has a rank ≥ 0, i.e. the closed protocol), and the deviation of the regional median
     from the overall median error of all predictions, ``median_error_ratio`` (regional / overall)
     and ``median_error_diff_m`` (regional − overall). Figures come from
     :func:`swclip_core.metrics.region_fairness`. Regions without samples keep ``n = 0`` and NaN
