@@ -67,6 +67,7 @@ def run_accuracy(
     *,
     seeds: tuple[int, ...] = (0, 1, 2),
     objectives: tuple[str, ...] = OBJECTIVES,
+    splits: tuple[str, ...] = SPLITS,
     base: TrainConfig | None = None,
 ) -> Iterator[dict]:
     """Yield one record per dataset × split × seed × objective × protocol."""
@@ -74,7 +75,7 @@ def run_accuracy(
     cache = work / "cache"
     device = resolve_device(base.device)
     for dataset in datasets:
-        for split in SPLITS:
+        for split in splits:
             for seed in seeds:
                 train_idx, test_idx = split_indices(dataset, split, seed)
                 train_set = dataset.samples.iloc[train_idx].reset_index(drop=True)

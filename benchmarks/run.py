@@ -88,10 +88,9 @@ def sweep(dataset: datasets.Dataset, work: Path, base: TrainConfig) -> list[dict
     for label, config in variants:
         one = replace(dataset, name=f"{dataset.name}-sweep-{label}")
         for record in accuracy.run_accuracy(
-            [one], work, seeds=(0,), objectives=("swclip",), base=config
+            [one], work, seeds=(0,), objectives=("swclip",), splits=("random",), base=config
         ):
-            if record["split"] == "random":
-                records.append({**record, "variant": label})
+            records.append({**record, "variant": label})
     return records
 
 
