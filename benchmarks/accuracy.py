@@ -14,7 +14,8 @@ from swclip_core.data.splits import random_split, spatial_block_split
 from swclip_core.device import resolve_device
 from swclip_core.evaluate import caption_table, evaluate
 from swclip_core.features import file_digest
-from swclip_core.knn import load_knn
+from swclip_core.knn import KNN_FEATURES, load_knn
+from swclip_core.loop import METRICS
 from swclip_core.models import create_backbone
 from swclip_core.train import CHECKPOINT, caption_template, load_trained, seed_everything, train
 
@@ -42,6 +43,14 @@ def split_indices(dataset: Dataset, split: str, seed: int):
     )
 
 
+def finished(run_dir: Path, objective: str, epochs: int) -> bool:
+    """Whether a run folder holds a completed run (all epochs logged; image-kNN: its gallery)."""
+    if objective == "image-knn":
+        return (run_dir / KNN_FEATURES).exists()
+    metrics = run_dir / METRICS
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
+
+
 def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, cache: Path):
     """The model of one objective (trained unless zero-shot), its weights' fingerprint and the
     image-kNN gallery it uses (image-knn itself and the fused predictor), else None."""
@@ -53,8 +62,11 @@ def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, ca
         model, loaded, fingerprint, _ = trained_model("swclip", config, train_set, runs, cache)
         return model, loaded, fingerprint, load_knn(runs / "image-knn", device)
     run_dir = runs / objective
-    if not (run_dir / "config.json").exists():
-        train(train_set, replace(config, objective=objective), run_dir, cache_dir=cache)
+    if not finished(run_dir, objective, config.epochs):
+        # An interrupted bench resumes its runs instead of scoring half-trained models.
+        train(
+            train_set, replace(config, objective=objective), run_dir, cache_dir=cache, resume=True
+        )
     model, loaded = load_trained(run_dir, device)
     if objective == "image-knn":
         return model, loaded, run_dir.name, load_knn(run_dir, device, backbone=model)
