@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="localize photos with a trained model",
-        description="Localize every photo of the input and write a GeoPackage with the layers "
+        description="Localize every photo of the input (photos without a known position, e.g. "
+        "no EXIF GPS, too) and write a GeoPackage with the layers "
         "predicted_points (with error_m when the input has true coordinates), error_lines "
         "(true -> predicted) and skipped_records.",
         epilog=EPILOG,
@@ -408,6 +409,8 @@ def read_input(args: argparse.Namespace):
         patch_count=args.patch_count,
         patch_seed=args.patch_seed,
         bands=args.bands,
+        # predict localizes photos whose position may be unknown; the others need the truth
+        require_location=args.command != "predict",
     )
 
 
@@ -633,9 +636,13 @@ def command_predict(args: argparse.Namespace) -> int:
     s = evaluation.summary
     print(
         f"localized {len(evaluation.predictions)} photos against "
-        f"{evaluation.context['gallery_size']} gallery locations: median error "
-        f"{s['median_error_m']:,.0f} m, mean {s['mean_error_m']:,.0f} m"
+        f"{evaluation.context['gallery_size']} gallery locations"
     )
+    if s["n"]:
+        print(
+            f"{s['n']} with a known location: median error {s['median_error_m']:,.0f} m, "
+            f"mean {s['mean_error_m']:,.0f} m"
+        )
     layers = "predicted_points, error_lines, skipped_records"
     if regions is not None:
         layers += ", region_choropleth, fairness_summary"

@@ -127,6 +127,13 @@ def evaluate(
             "fusing caption retrieval with image-kNN is defined for the open protocol only "
             "(the closed protocol's gallery is the evaluated photos' own captions)"
         )
+    unknown = int((~np.isfinite(lat) | ~np.isfinite(lon)).sum())
+    if protocol == "closed" and unknown:
+        raise InputError(
+            f"the closed protocol ranks each photo against its own location's caption, and "
+            f"{unknown} photo(s) have no known location; localize them with the open protocol "
+            "(swclip predict)"
+        )
     template = caption_template(config)
     if temperature is None:
         temperature = float(1.0 / backbone.logit_scale.detach().exp().clamp(max=100.0))
@@ -139,8 +146,8 @@ def evaluate(
         progress=progress,
         cancel=cancel,
     )
-    own_table = caption_table(samples, template)
     if protocol == "closed":
+        own_table = caption_table(samples, template)
         gallery = build_gallery(backbone, own_table, device=device, model_fingerprint="")
     else:
         if gallery_table is None:
@@ -175,8 +182,7 @@ def evaluate(
             knn_weight=knn_weight,
             method=method,
         )
-    errors = haversine_m(pred.lat, pred.lon, lat, lon)
-    summary: dict[str, float] = dict(error_summary(errors))
+    errors, summary = location_scores(pred, samples, image_emb)
     rank = np.full(len(samples), -1)
     if protocol == "closed":
         sim = image_emb @ gallery.embeddings.T
@@ -187,7 +193,6 @@ def evaluate(
     else:
         summary["r_at_1"] = float("nan")
         summary["geo_align"] = float("nan")
-    summary.update(embedding_metrics(image_emb, samples))
     predictions = prediction_table(samples, pred, errors, rank, candidates_table)
     context = {
         "protocol": protocol,
@@ -207,6 +212,24 @@ def evaluate(
             knn_temperature=knn_temperature,
         )
     return Evaluation(predictions, summary, context)
+
+
+def location_scores(
+    pred, samples: pd.DataFrame, embeddings: torch.Tensor
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Per-sample errors (NaN where the true location is unknown) and the figures that need the
+    truth (error summary, SSI, City-Align), over the samples whose location is known."""
+    lat = samples["lat"].to_numpy(dtype=float)
+    lon = samples["lon"].to_numpy(dtype=float)
+    errors = haversine_m(pred.lat, pred.lon, lat, lon)
+    known = np.isfinite(errors)
+    summary: dict[str, float] = dict(error_summary(errors[known]))
+    summary.update(
+        embedding_metrics(
+            embeddings[torch.from_numpy(known)], samples[known].reset_index(drop=True)
+        )
+    )
+    return errors, summary
 
 
 def embedding_metrics(image_emb: torch.Tensor, samples: pd.DataFrame) -> dict[str, float]:
@@ -288,12 +311,8 @@ def _evaluate_image_knn(
         samples["image_path"].tolist(), cache_dir=cache_dir, progress=progress, cancel=cancel
     )
     pred = knn.predict(queries, k=k, method=method, temperature=temperature)
-    errors = haversine_m(
-        pred.lat, pred.lon, samples["lat"].to_numpy(dtype=float), samples["lon"].to_numpy(float)
-    )
-    summary: dict[str, float] = dict(error_summary(errors))
+    errors, summary = location_scores(pred, samples, queries)
     summary.update(r_at_1=float("nan"), geo_align=float("nan"))  # no caption gallery to rank
-    summary.update(embedding_metrics(queries, samples))
     rank = np.full(len(samples), -1)
     context = {
         "protocol": protocol,

@@ -67,9 +67,10 @@ def prediction_layers(
         crs=WGS84,
     )
     line_keep = ["sample_id", "error_m", "true_lat", "true_lon", "pred_lat", "pred_lon", "region"]
+    known = np.isfinite(true_xy).all(axis=1)  # a photo localized from scratch has no error line
     line_layer = gpd.GeoDataFrame(
-        attributes[[c for c in line_keep if c in attributes]],
-        geometry=linestrings(np.stack([true_xy, pred_xy], axis=1)),
+        attributes.loc[known, [c for c in line_keep if c in attributes]],
+        geometry=linestrings(np.stack([true_xy[known], pred_xy[known]], axis=1)),
         crs=WGS84,
     )
     return point_layer.to_crs(crs), line_layer.to_crs(crs)
@@ -342,9 +343,12 @@ def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str)
         import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
 
-    lat0 = float(np.mean(predictions["true_lat"]))
+    lat0 = float(np.nanmean(predictions["pred_lat"]))
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
-    for row in predictions.itertuples():
+    errors = predictions["error_m"].to_numpy(dtype=float)
+    known = np.isfinite(errors)  # photos localized from scratch have no truth and no error
+    scored = predictions[known]
+    for row in scored.itertuples():
         ax.plot(
             [row.true_lon, row.pred_lon],
             [row.true_lat, row.pred_lat],
@@ -353,8 +357,8 @@ def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str)
             zorder=1,
         )
     ax.scatter(
-        predictions["true_lon"],
-        predictions["true_lat"],
+        scored["true_lon"],
+        scored["true_lat"],
         s=22,
         facecolors="none",
         edgecolors="#1b9e77",
@@ -362,27 +366,38 @@ def render_error_map(predictions: pd.DataFrame, path: str | Path, *, title: str)
         label="true location",
         zorder=2,
     )
-    errors = np.maximum(predictions["error_m"].to_numpy(dtype=float), 1.0)
-    # Errors span metres to kilometres: a log scale keeps both ends readable.
-    norm = LogNorm(vmin=errors.min(), vmax=max(errors.max(), errors.min() * 10))
-    sc = ax.scatter(
-        predictions["pred_lon"],
-        predictions["pred_lat"],
-        s=18,
-        c=errors,
-        cmap="plasma",
-        norm=norm,
-        edgecolors="black",
-        linewidths=0.3,
-        label="prediction (colour = error)",
-        zorder=3,
-    )
-    fig.colorbar(sc, ax=ax, shrink=0.75, label="error (m, log scale)")
+    if known.any():
+        shown = np.maximum(errors[known], 1.0)
+        # Errors span metres to kilometres: a log scale keeps both ends readable.
+        norm = LogNorm(vmin=shown.min(), vmax=max(shown.max(), shown.min() * 10))
+        sc = ax.scatter(
+            scored["pred_lon"],
+            scored["pred_lat"],
+            s=18,
+            c=shown,
+            cmap="plasma",
+            norm=norm,
+            edgecolors="black",
+            linewidths=0.3,
+            label="prediction (colour = error)",
+            zorder=3,
+        )
+        fig.colorbar(sc, ax=ax, shrink=0.75, label="error (m, log scale)")
+    if not known.all():
+        ax.scatter(
+            predictions.loc[~known, "pred_lon"],
+            predictions.loc[~known, "pred_lat"],
+            s=18,
+            c="0.4",
+            marker="D",
+            label="prediction (true location unknown)",
+            zorder=3,
+        )
     # Degrees of longitude shrink with latitude: keep the map's shape true at the data's latitude.
     ax.set_aspect(1.0 / max(np.cos(np.radians(lat0)), 1e-6))
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
-    median = format_distance(float(np.median(predictions["error_m"])))
+    median = format_distance(float(np.median(errors[known]))) if known.any() else "unknown"
     ax.set_title(f"{title}\nmedian error {median}, n = {len(predictions)}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)

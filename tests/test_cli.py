@@ -268,3 +268,44 @@ def test_predict_with_regions_writes_a_fairness_choropleth(photo_run, tmp_path, 
     points = pyogrio.read_dataframe(out, layer="predicted_points")
     lund = points[points["region"] == "Lund"]["error_m"]
     assert choropleth.loc["Lund", "median_error_m"] == pytest.approx(lund.median())
+
+
+def test_predict_localizes_photos_whose_position_is_unknown(photo_run, tmp_path, feature_cache):
+    from PIL import Image
+
+    folder = tmp_path / "to_localize"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "lund_03.jpg", folder / "known.jpg")
+    shutil.copy(PHOTOS / "panoramax_e1.jpg", folder / "known2.jpg")
+    Image.open(PHOTOS / "lund_07.jpg").save(folder / "unknown.jpg")  # saved without EXIF GPS
+    out = tmp_path / "pred.gpkg"
+    code = main(
+        [
+            "predict",
+            str(folder),
+            "--model",
+            str(photo_run),
+            "--out",
+            str(out),
+            "--map",
+            str(tmp_path / "map.png"),
+            "--cache-dir",
+            str(feature_cache),
+        ]
+    )
+    assert code == 0
+    points = pyogrio.read_dataframe(out, layer="predicted_points").set_index("sample_id")
+    assert np.isnan(points.loc["unknown", "error_m"]) and np.isnan(
+        points.loc["unknown", "true_lat"]
+    )
+    assert np.isfinite(points.loc["known", "error_m"])
+    assert points.geometry.notna().all()  # every photo gets a predicted position
+    lines = pyogrio.read_dataframe(out, layer="error_lines")
+    assert sorted(lines["sample_id"]) == ["known", "known2"]
+    # training and evaluation still need the truth: the same folder loses the unknown photo there
+    assert (
+        main(
+            ["evaluate", str(folder), "--model", str(photo_run), "--cache-dir", str(feature_cache)]
+        )
+        == EXIT_PARTIAL
+    )

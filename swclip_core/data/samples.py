@@ -347,7 +347,7 @@ def _photo_files(folder: Path) -> list[Path]:
     )
 
 
-def _read_photo_folder(folder: Path) -> _Records:
+def _read_photo_folder(folder: Path, require_location: bool = True) -> _Records:
     files = _photo_files(folder)
     if not files:
         raise InputError(
@@ -361,6 +361,8 @@ def _read_photo_folder(folder: Path) -> _Records:
         except InputError as error:
             records.skipped.append({"record": label, "reason": f"unreadable image: {error}"})
             continue
+        if position is None and not require_location:
+            position = (math.nan, math.nan)  # to be localized: its position is the question
         if position is None:
             records.skipped.append(
                 {"record": label, "reason": f"photo {file} has no GPS position in its EXIF"}
@@ -399,7 +401,11 @@ def _image_problem(path: str) -> str | None:
     return None
 
 
-def _coordinate_problem(lat: float, lon: float, crs_assumed: bool) -> str | None:
+def _coordinate_problem(
+    lat: float, lon: float, crs_assumed: bool, require_location: bool = True
+) -> str | None:
+    if math.isnan(lat) and math.isnan(lon) and not require_location:
+        return None
     if math.isnan(lat) or math.isnan(lon):
         return "missing, non-numeric or untransformable coordinate"
     hint = " (projected coordinates? give their CRS with --crs)" if crs_assumed else ""
@@ -411,7 +417,11 @@ def _coordinate_problem(lat: float, lon: float, crs_assumed: bool) -> str | None
 
 
 def _finish(
-    records: _Records, base_dir: Path, source: Path, check_images: bool
+    records: _Records,
+    base_dir: Path,
+    source: Path,
+    check_images: bool,
+    require_location: bool = True,
 ) -> gpd.GeoDataFrame:
     _check_unique(records.ids, source)
     skipped = list(records.skipped)
@@ -429,7 +439,9 @@ def _finish(
             image = os.path.abspath(candidate if candidate.is_absolute() else base_dir / candidate)
             if not os.path.isfile(image):
                 reason = f"image file not found: {image}"
-        reason = reason or _coordinate_problem(records.lat[i], records.lon[i], records.crs_assumed)
+        reason = reason or _coordinate_problem(
+            records.lat[i], records.lon[i], records.crs_assumed, require_location
+        )
         if reason is None and check_images:
             reason = _image_problem(image)
         if reason is not None:
@@ -454,7 +466,9 @@ def _finish(
     }
     for name in _TEXT_FIELDS:
         data[name] = pd.Series([records.text[name][i] for i in kept], dtype=object)
-    gdf = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(lon, lat), crs=WGS84)
+    points = gpd.points_from_xy(lon, lat)
+    points[np.isnan(lat)] = None  # an unknown position has no geometry
+    gdf = gpd.GeoDataFrame(data, geometry=points, crs=WGS84)
     gdf = gdf[list(SAMPLE_COLUMNS)]
     gdf.attrs["skipped"] = skipped
     gdf.attrs["source_crs"] = records.source_crs
@@ -477,6 +491,7 @@ def read_samples(
     country_column: str | None = None,
     region_column: str | None = None,
     check_images: bool = True,
+    require_location: bool = True,
     patch_size: int | None = None,
     patch_stride: int | None = None,
     patch_count: int | None = None,
@@ -510,6 +525,9 @@ def read_samples(
     Records that cannot be used (missing or unreadable image, when ``check_images`` also one that
     fails to decode; missing, non-numeric or out-of-range coordinate; photo without EXIF GPS) are
     skipped and listed in ``gdf.attrs["skipped"]`` as ``{"record": ..., "reason": ...}``.
+    With ``require_location=False`` (photos to localize whose position is unknown) a record with
+    no coordinate at all, or a photo without EXIF GPS, is kept instead, with NaN ``lat``/``lon``
+    and no geometry; a coordinate that is present but invalid is still skipped.
 
     Raises :class:`InputError` for a missing source, an unknown CRS, a named column that does not
     exist, missing coordinate or image columns, non-point geometries, duplicate sample ids, and
@@ -572,11 +590,17 @@ def read_samples(
                 f"{path} is a folder of photos, positioned by their EXIF GPS: "
                 f"{', '.join(given)} only apply to CSV or vector files."
             )
-        return _finish(_read_photo_folder(path), path, path, check_images)
+        return _finish(
+            _read_photo_folder(path, require_location),
+            path,
+            path,
+            check_images,
+            require_location,
+        )
     if path.suffix.lower() in TABLE_SUFFIXES:
         if layer is not None:
             raise InputError(f"--layer applies to GeoPackages, not to the CSV file {path}.")
         records = _read_csv(path, columns, crs)
     else:
         records = _read_vector(path, columns, crs, layer)
-    return _finish(records, path.parent, path, check_images)
+    return _finish(records, path.parent, path, check_images, require_location)
