@@ -457,15 +457,19 @@ def enrich(samples, args: argparse.Namespace):
     return samples
 
 
-def report_skipped(samples, out_folder: Path) -> int:
-    """Print and save the skipped records; the exit code that reflects them."""
+def report_skipped(samples, out_folder: Path | None) -> int:
+    """Print the skipped records (and save them in ``out_folder``, the command's output folder,
+    when it has one); the exit code that reflects them."""
     from .outputs import skipped_table, write_csv
 
     skipped = samples.attrs.get("skipped", [])
     if not skipped:
         return EXIT_OK
-    path = write_csv(skipped_table(skipped), out_folder / "skipped.csv")
-    print(f"skipped {len(skipped)} record(s); the list with reasons is in {path}:", file=sys.stderr)
+    where = ":"
+    if out_folder is not None:
+        path = write_csv(skipped_table(skipped), out_folder / "skipped.csv")
+        where = f"; the list with reasons is in {path}:"
+    print(f"skipped {len(skipped)} record(s){where}", file=sys.stderr)
     for item in skipped[:10]:
         print(f"  {item['record']}: {item['reason']}", file=sys.stderr)
     if len(skipped) > 10:
@@ -672,7 +676,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"summary": s, "context": evaluation.context})
         print(f"wrote {args.json}")
-    return report_skipped(samples, (args.json or Path("skipped.csv")).parent)
+    # no output folder without --json: the skipped records are printed only
+    return report_skipped(samples, args.json.parent if args.json else None)
 
 
 def command_probe(args: argparse.Namespace) -> int:
@@ -710,7 +715,8 @@ def command_probe(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
-    return report_skipped(samples, (args.json or Path("skipped.csv")).parent)
+    # no output folder without --json: the skipped records are printed only
+    return report_skipped(samples, args.json.parent if args.json else None)
 
 
 def command_demo(args: argparse.Namespace) -> int:

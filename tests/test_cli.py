@@ -270,7 +270,10 @@ def test_predict_with_regions_writes_a_fairness_choropleth(photo_run, tmp_path, 
     assert choropleth.loc["Lund", "median_error_m"] == pytest.approx(lund.median())
 
 
-def test_predict_localizes_photos_whose_position_is_unknown(photo_run, tmp_path, feature_cache):
+def test_predict_localizes_photos_whose_position_is_unknown(
+    photo_run, tmp_path, feature_cache, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
     from PIL import Image
 
     folder = tmp_path / "to_localize"
@@ -309,3 +312,4 @@ def test_predict_localizes_photos_whose_position_is_unknown(photo_run, tmp_path,
         )
         == EXIT_PARTIAL
     )
+    assert not (tmp_path / "skipped.csv").exists()  # evaluate has no output folder: printed only
