@@ -121,6 +121,28 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(parameter)
 
+    def add_metres(
+        self,
+        name: str,
+        label: str,
+        default: float,
+        *,
+        minimum: float = 0.0,
+        advanced: bool = False,
+    ) -> None:
+        """A decimal parameter (metres, or another real number) with a lower bound."""
+        parameter = QgsProcessingParameterNumber(
+            name,
+            self.tr(label),
+            type=QgsProcessingParameterNumber.Double,
+            minValue=minimum,
+            defaultValue=default,
+        )
+        if advanced:
+            self.add_advanced(parameter)
+        else:
+            self.addParameter(parameter)
+
     def add_photo_layer(self, description: str = "Point layer of photos") -> None:
         """The input point layer and the field holding its image paths."""
         self.addParameter(

@@ -17,7 +17,6 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
 
@@ -82,15 +81,7 @@ class BuildGalleryAlgorithm(SwclipAlgorithm):
                 [QgsProcessing.TypeVectorAnyGeometry],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.SPACING_M,
-                self.tr("Spacing in metres (lines and grid)"),
-                type=QgsProcessingParameterNumber.Double,
-                minValue=0.1,
-                defaultValue=25.0,
-            )
-        )
+        self.add_metres(self.SPACING_M, "Spacing in metres (lines and grid)", 25.0, minimum=0.1)
         self.addParameter(
             QgsProcessingParameterField(
                 self.NAME_FIELD,

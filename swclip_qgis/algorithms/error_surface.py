@@ -11,7 +11,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
 )
 
@@ -54,32 +53,13 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
                 [QgsProcessing.TypeVectorPoint],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.CELL_M,
-                self.tr("Cell size in metres (0: automatic)"),
-                type=QgsProcessingParameterNumber.Double,
-                minValue=0.0,
-                defaultValue=0.0,
-            )
-        )
-        self.add_advanced(
-            QgsProcessingParameterNumber(
-                self.POWER,
-                self.tr("IDW power"),
-                type=QgsProcessingParameterNumber.Double,
-                minValue=0.1,
-                defaultValue=2.0,
-            )
-        )
-        self.add_advanced(
-            QgsProcessingParameterNumber(
-                self.MAX_DISTANCE_M,
-                self.tr("Maximum distance from a photo in metres (0: automatic)"),
-                type=QgsProcessingParameterNumber.Double,
-                minValue=0.0,
-                defaultValue=0.0,
-            )
+        self.add_metres(self.CELL_M, "Cell size in metres (0: automatic)", 0.0)
+        self.add_metres(self.POWER, "IDW power", 2.0, minimum=0.1, advanced=True)
+        self.add_metres(
+            self.MAX_DISTANCE_M,
+            "Maximum distance from a photo in metres (0: automatic)",
+            0.0,
+            advanced=True,
         )
         self.addParameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Error surface"))

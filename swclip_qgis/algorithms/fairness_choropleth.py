@@ -23,7 +23,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterNumber,
     QgsSpatialIndex,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -107,14 +106,11 @@ class FairnessChoroplethAlgorithm(SwclipAlgorithm):
                 parentLayerParameterName=self.REGIONS,
             )
         )
-        self.add_advanced(
-            QgsProcessingParameterNumber(
-                self.RADIUS_M,
-                self.tr("Accuracy radius in metres (share of errors within it)"),
-                type=QgsProcessingParameterNumber.Double,
-                minValue=0.0,
-                defaultValue=1000.0,
-            )
+        self.add_metres(
+            self.RADIUS_M,
+            "Accuracy radius in metres (share of errors within it)",
+            1000.0,
+            advanced=True,
         )
         self.add_run_name()
         self.addParameter(

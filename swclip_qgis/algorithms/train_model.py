@@ -102,15 +102,7 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             (self.LAMBDA_NC, "Weight of the neighbourhood-consistency term", 0.5),
             (self.LAMBDA_FAIR, "Weight of the regional fairness term", 0.1),
         ):
-            self.add_advanced(
-                QgsProcessingParameterNumber(
-                    name,
-                    self.tr(label),
-                    type=QgsProcessingParameterNumber.Double,
-                    minValue=0.0,
-                    defaultValue=default,
-                )
-            )
+            self.add_metres(name, label, default, advanced=True)
         self.add_advanced(
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), minValue=2,
                                          defaultValue=64)
