@@ -373,7 +373,10 @@ def test_packaged_zip_installs_into_a_fresh_profile(tmp_path) -> None:
             shutil.copy2(source, clone / name)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
     subprocess.run([*git, "add", "-A"], cwd=clone, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "working tree"], cwd=clone, check=True)
+    # --allow-empty: in a clean checkout (CI) the working tree has nothing new to commit
+    subprocess.run(
+        [*git, "commit", "-q", "--allow-empty", "-m", "working tree"], cwd=clone, check=True
+    )
     build = subprocess.run(
         ["make", "package-zip", f"VENV={VENV}"],
         cwd=clone, capture_output=True, text=True, timeout=300,
