@@ -87,8 +87,8 @@ class SwclipDock(QDockWidget):
         self.layer_combo.setFilters(QgsMapLayerProxyModel.PointLayer)
         self.field_combo = QgsFieldComboBox()
         self.field_combo.setFilters(QgsFieldProxyModel.String)
-        self.layer_combo.layerChanged.connect(self.field_combo.setLayer)
-        self.field_combo.setLayer(self.layer_combo.currentLayer())
+        self.layer_combo.layerChanged.connect(self.set_layer)
+        self.set_layer(self.layer_combo.currentLayer())
         form.addRow(self.tr("Point layer"), self.layer_combo)
         form.addRow(self.tr("Image path field"), self.field_combo)
         layout.addWidget(inputs)
@@ -152,6 +152,18 @@ class SwclipDock(QDockWidget):
         self.refresh_recent_runs()
 
     # --- settings and recent runs --------------------------------------------------------------
+
+    def set_layer(self, layer: QgsVectorLayer | None) -> None:
+        """Show the layer's text fields, the likeliest image path field first chosen."""
+        self.field_combo.setLayer(layer)
+        if layer is None:
+            return
+        names = {field.name().lower(): field.name() for field in layer.fields()}
+        # the names the backend's reader detects on its own (swclip_core.data.samples)
+        for candidate in ("image_path", "image", "path", "file", "filename", "photo"):
+            if candidate in names:
+                self.field_combo.setField(names[candidate])
+                return
 
     def set_backend_python(self, path: str) -> None:
         if path.strip():
