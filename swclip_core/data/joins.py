@@ -26,6 +26,7 @@ import pyogrio
 import pyproj
 import shapely
 
+from swclip_core.data.samples import choose_layer
 from swclip_core.errors import InputError
 from swclip_core.geo import WGS84
 
@@ -63,26 +64,6 @@ def _source_label(source: object) -> str:
     return str(source) if isinstance(source, str | Path) else "the given layer"
 
 
-def _choose_layer(path: Path, layer: str | None) -> str | None:
-    try:
-        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
-    except pyogrio.errors.DataSourceError as error:
-        raise InputError(
-            f"Cannot open {path} as a GeoPackage, GeoJSON, Shapefile or CSV ({error})."
-        ) from error
-    if layer is not None:
-        if layer not in layers:
-            raise InputError(
-                f"Layer {layer!r} not found in {path}. Layers: {', '.join(layers) or 'none'}."
-            )
-        return layer
-    if len(layers) > 1:
-        raise InputError(
-            f"{path} has {len(layers)} layers ({', '.join(layers)}): name the one to use."
-        )
-    return None
-
-
 def _read_csv_points(path: Path) -> gpd.GeoDataFrame:
     """A CSV place list with lat/lon columns (WGS84 degrees) as points."""
     try:
@@ -117,7 +98,7 @@ def read_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
     if path.suffix.lower() in {".csv", ".txt"}:
         frame = _read_csv_points(path)
     else:
-        chosen = _choose_layer(path, layer)
+        chosen = choose_layer(path, layer, hint="name the one to use")
         try:
             frame = pyogrio.read_dataframe(path, layer=chosen)
         except pyogrio.errors.DataSourceError as error:

@@ -270,7 +270,11 @@ def _read_csv(path: Path, columns: dict[str, str | None], crs: str | None) -> _R
     )
 
 
-def _choose_layer(path: Path, layer: str | None) -> str | None:
+def choose_layer(
+    path: Path, layer: str | None, *, hint: str = "choose one with --layer"
+) -> str | None:
+    """The layer to read from ``path``: ``layer`` if it exists, else the only one (None lets the
+    driver pick it); ``hint`` says how to name one when there are several."""
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except pyogrio.errors.DataSourceError as error:
@@ -285,7 +289,7 @@ def _choose_layer(path: Path, layer: str | None) -> str | None:
         return layer
     if len(layers) > 1:
         raise InputError(
-            f"{path} has {len(layers)} layers ({', '.join(layers)}): choose one with --layer."
+            f"{path} has {len(layers)} layers ({', '.join(layers)}): {hint}."
         )
     return None
 
@@ -319,7 +323,7 @@ def _point_xy(geometries: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarra
 def _read_vector(
     path: Path, columns: dict[str, str | None], crs: str | None, layer: str | None
 ) -> _Records:
-    chosen = _choose_layer(path, layer)
+    chosen = choose_layer(path, layer)
     try:
         frame = pyogrio.read_dataframe(path, layer=chosen)
     except pyogrio.errors.DataSourceError as error:
