@@ -71,3 +71,24 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
 def test_error_map_is_a_png(tmp_path, predictions):
     path = render_error_map(predictions, tmp_path / "map.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_far_apart_groups_get_their_own_map_panels():
+    from swclip_core.outputs import map_clusters
+
+    # a street in Lund (3 photos 100 m apart), two French towns 60 km apart, one lone point
+    lat = np.array([55.698, 55.699, 55.700, 48.14, 48.15, 48.68, 10.0])
+    lon = np.array([13.195, 13.195, 13.195, -1.95, -1.94, -1.90, 10.0])
+    groups = [sorted(g.tolist()) for g in map_clusters(lat, lon, gap_m=50_000)]
+    assert groups[0] == [0, 1, 2]
+    assert sorted(groups[1:]) == [[3, 4], [5], [6]]
+
+
+def test_error_map_of_unknown_truths_and_several_groups(tmp_path, predictions):
+    far = predictions.assign(
+        true_lat=[54.1, np.nan, 10.0],
+        pred_lat=[54.1, 54.2, 10.1],
+        error_m=[1300.0, np.nan, 13000.0],
+    )
+    path = render_error_map(far, tmp_path / "map.png", title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
