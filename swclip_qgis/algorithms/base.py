@@ -215,6 +215,26 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
 
     # --- helpers -------------------------------------------------------------------------------
 
+    def predictions_source(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        required: tuple[str, ...],
+    ):
+        """The INPUT predictions layer, checked to carry the ``required`` fields."""
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        missing = [name for name in required if source.fields().indexOf(name) < 0]
+        if missing:
+            raise QgsProcessingException(
+                self.tr(
+                    "The predictions layer lacks the field(s) {}; use the Predicted points "
+                    "output of Localize layer (or swclip predict)."
+                ).format(", ".join(missing))
+            )
+        return source
+
     def work_dir(self) -> Path:
         """A fresh folder in QGIS's temporary folder for this run's intermediate files."""
         return Path(tempfile.mkdtemp(prefix="swclip-", dir=QgsProcessingUtils.tempFolder()))

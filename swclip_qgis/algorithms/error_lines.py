@@ -77,18 +77,8 @@ class ErrorLinesAlgorithm(SwclipAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        source = self.parameterAsSource(parameters, self.INPUT, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        source = self.predictions_source(parameters, context, REQUIRED)
         source_fields = source.fields()
-        missing = [name for name in REQUIRED if source_fields.indexOf(name) < 0]
-        if missing:
-            raise QgsProcessingException(
-                self.tr(
-                    "The predictions layer lacks the field(s) {}; use the Predicted points "
-                    "output of Localize layer (or swclip predict)."
-                ).format(", ".join(missing))
-            )
         fields = QgsFields()
         carried = [name for name in CARRIED if source_fields.indexOf(name) >= 0]
         for name in carried:

@@ -71,17 +71,7 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        source = self.parameterAsSource(parameters, self.INPUT, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
-        missing = [name for name in REQUIRED if source.fields().indexOf(name) < 0]
-        if missing:
-            raise QgsProcessingException(
-                self.tr(
-                    "The predictions layer lacks the field(s) {}; use the Predicted points "
-                    "output of Localize layer (or swclip predict)."
-                ).format(", ".join(missing))
-            )
+        source = self.predictions_source(parameters, context, REQUIRED)
         out = Path(self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         if out.suffix.lower() not in (".tif", ".tiff"):
             raise QgsProcessingException(
