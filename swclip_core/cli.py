@@ -202,7 +202,7 @@ def add_surface_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import TrainConfig
+    from .config import KERNELS, MODES, OBJECTIVES, TrainConfig
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="run folder to create")
     train.add_argument(
         "--objective",
-        choices=("swclip", "clip", "geoclip", "semivariogram", "image-knn"),
+        choices=OBJECTIVES,
         default=defaults.objective,
         help="swclip: spatial soft labels + neighbourhood + fairness terms; "
         "clip: plain InfoNCE on location captions; "
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", help="open_clip pretrained tag or a local checkpoint file")
     train.add_argument(
         "--mode",
-        choices=("cached", "finetune"),
+        choices=MODES,
         default=defaults.mode,
         help="cached: frozen image tower, fast on a CPU; finetune: train the image tower too (GPU)",
     )
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=defaults.seed)
     spatial = train.add_argument_group("spatial weighting (objective swclip)")
     spatial.add_argument(
-        "--kernel", choices=("exponential", "gaussian"), default=defaults.kernel.kernel
+        "--kernel", choices=KERNELS, default=defaults.kernel.kernel
     )
     spatial.add_argument(
         "--scale-m",
