@@ -75,14 +75,24 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
+    from .config import METHODS, MODE_RADIUS_M
+
     parser.add_argument(
         "--top-k", type=int, default=5, help="gallery entries per image (default 5)"
     )
     parser.add_argument(
         "--method",
-        choices=("weighted", "top1"),
-        default="weighted",
-        help="weighted: softmax-weighted mean of the top-K; top1: the best entry",
+        choices=METHODS,
+        default=METHODS[0],
+        help="mode (default): weighted mean of the heaviest group of top-K entries lying within "
+        "--mode-radius-m of one another; weighted: softmax-weighted mean of all top-K (lands "
+        "between far-apart candidates); top1: the best entry",
+    )
+    parser.add_argument(
+        "--mode-radius-m",
+        type=float,
+        default=MODE_RADIUS_M,
+        help=f"group radius of --method mode, metres (default {MODE_RADIUS_M:g}, about a town)",
     )
     parser.add_argument(
         "--temperature",
@@ -259,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--head-lr", type=float, default=defaults.head_lr, help="projection heads")
     train.add_argument("--seed", type=int, default=defaults.seed)
     spatial = train.add_argument_group("spatial weighting (objective swclip)")
-    spatial.add_argument(
-        "--kernel", choices=KERNELS, default=defaults.kernel.kernel
-    )
+    spatial.add_argument("--kernel", choices=KERNELS, default=defaults.kernel.kernel)
     spatial.add_argument(
         "--scale-m",
         type=float,
@@ -595,6 +603,7 @@ def run_evaluation(args: argparse.Namespace, protocol: str):
         k=args.top_k,
         method=args.method,
         temperature=args.temperature,
+        mode_radius_m=args.mode_radius_m,
         cache_dir=args.cache_dir or default_cache_dir(),
         progress=args.progress,
         cancel=args.cancel,

@@ -17,6 +17,12 @@ from .errors import InputError
 OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
+# How retrieval turns the top-K into a coordinate (swclip_core.retrieval).
+# The first is the default: `make bench` measured ``mode`` at or below ``weighted``'s median error
+# on every data set and split (benchmarks/results.md, "Prediction methods").
+METHODS = ("mode", "weighted", "top1")
+MODE_RADIUS_M = 5_000.0  # about a town: candidates closer than this count as one place
+DEFAULT_METHOD = METHODS[0]
 
 
 @dataclass

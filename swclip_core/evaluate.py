@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .captions import captions_for
+from .config import DEFAULT_METHOD, MODE_RADIUS_M
 from .device import autocast
 from .errors import InputError
 from .features import ProgressFn, extract_image_features
@@ -88,8 +89,9 @@ def evaluate(
     gallery_table: pd.DataFrame | None = None,
     model_fingerprint: str = "",
     k: int = 5,
-    method: str = "weighted",
+    method: str = DEFAULT_METHOD,
     temperature: float | None = None,
+    mode_radius_m: float = MODE_RADIUS_M,
     cache_dir: Path | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -118,6 +120,7 @@ def evaluate(
             k=k,
             method=method,
             temperature=KNN_TEMPERATURE if temperature is None else temperature,
+            mode_radius_m=mode_radius_m,
             cache_dir=cache_dir,
             progress=progress,
             cancel=cancel,
@@ -159,17 +162,18 @@ def evaluate(
             model_fingerprint=model_fingerprint,
             cache_dir=cache_dir if model_fingerprint else None,
         )
+    rule = {"method": method, "mode_radius_m": mode_radius_m}
     pred = localize(
-        image_emb, gallery.embeddings, gallery.table, k=k, method=method, temperature=temperature
+        image_emb, gallery.embeddings, gallery.table, k=k, temperature=temperature, **rule
     )
     candidates_table = gallery.table
     if knn is not None:
         knn_pred = knn.localize(
             samples["image_path"].tolist(),
             k=k,
-            method=method,
             temperature=knn_temperature,
             cache_dir=cache_dir,
+            **rule,
             cancel=cancel,
         )
         pred, candidates_table = fuse_predictions(
@@ -180,7 +184,7 @@ def evaluate(
             knn.table,
             knn_temperature,
             knn_weight=knn_weight,
-            method=method,
+            **rule,
         )
     errors, summary = location_scores(pred, samples, image_emb)
     rank = np.full(len(samples), -1)
@@ -199,6 +203,7 @@ def evaluate(
         "gallery_size": len(gallery),
         "k": k,
         "method": method,
+        "mode_radius_m": mode_radius_m,
         "temperature": temperature,
         "backbone": config.backbone,
         "objective": config.objective,
@@ -300,6 +305,7 @@ def _evaluate_image_knn(
     k: int,
     method: str,
     temperature: float,
+    mode_radius_m: float,
     cache_dir: Path | None,
     progress: ProgressFn | None,
     cancel: Callable[[], bool] | None,
@@ -310,7 +316,9 @@ def _evaluate_image_knn(
     queries = knn.embed(
         samples["image_path"].tolist(), cache_dir=cache_dir, progress=progress, cancel=cancel
     )
-    pred = knn.predict(queries, k=k, method=method, temperature=temperature)
+    pred = knn.predict(
+        queries, k=k, method=method, temperature=temperature, mode_radius_m=mode_radius_m
+    )
     errors, summary = location_scores(pred, samples, queries)
     summary.update(r_at_1=float("nan"), geo_align=float("nan"))  # no caption gallery to rank
     rank = np.full(len(samples), -1)
@@ -320,6 +328,7 @@ def _evaluate_image_knn(
         "gallery_size": len(knn.table),
         "k": k,
         "method": method,
+        "mode_radius_m": mode_radius_m,
         "temperature": temperature,
         "backbone": config.backbone,
         "objective": config.objective,

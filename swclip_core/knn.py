@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from .config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
 from .device import resolve_device
 from .errors import InputError, ModelError
 from .features import ProgressFn, extract_image_features
@@ -74,12 +74,19 @@ class KnnLocalizer:
         queries: torch.Tensor,
         *,
         k: int = 5,
-        method: str = "weighted",
+        method: str = DEFAULT_METHOD,
         temperature: float = KNN_TEMPERATURE,
+        mode_radius_m: float = MODE_RADIUS_M,
     ) -> Predictions:
         """Predictions for normalised query features: top-K training images, then SPEC 6."""
         return localize(
-            queries, self.features, self.table, k=k, method=method, temperature=temperature
+            queries,
+            self.features,
+            self.table,
+            k=k,
+            method=method,
+            temperature=temperature,
+            mode_radius_m=mode_radius_m,
         )
 
     def localize(
@@ -87,15 +94,18 @@ class KnnLocalizer:
         image_paths: Sequence[str],
         *,
         k: int = 5,
-        method: str = "weighted",
+        method: str = DEFAULT_METHOD,
         temperature: float = KNN_TEMPERATURE,
+        mode_radius_m: float = MODE_RADIUS_M,
         cache_dir: Path | None = None,
         progress: ProgressFn | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> Predictions:
         """Locate image files: :meth:`embed` then :meth:`predict`."""
         queries = self.embed(image_paths, cache_dir=cache_dir, progress=progress, cancel=cancel)
-        return self.predict(queries, k=k, method=method, temperature=temperature)
+        return self.predict(
+            queries, k=k, method=method, temperature=temperature, mode_radius_m=mode_radius_m
+        )
 
 
 def index_training_images(
@@ -182,7 +192,8 @@ def fuse_predictions(
     knn_temperature: float,
     *,
     knn_weight: float = KNN_WEIGHT,
-    method: str = "weighted",
+    method: str = DEFAULT_METHOD,
+    mode_radius_m: float = MODE_RADIUS_M,
 ) -> tuple[Predictions, pd.DataFrame]:
     """Mix caption retrieval and image-kNN (formula in the module docstring).
 
@@ -224,6 +235,7 @@ def fuse_predictions(
         candidates["lon"].to_numpy(dtype=float),
         method=method,
         temperature=1.0,
+        mode_radius_m=mode_radius_m,
     )
     return replace(fused, top_score=prob), candidates
 

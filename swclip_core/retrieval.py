@@ -1,7 +1,12 @@
 """Localization as retrieval (SPEC section 6): embed a gallery of location captions, take the top-K.
 
-Predictions are either the best entry's coordinate (``top1``) or a softmax-weighted mean of the
-top-K entries on the unit sphere (``weighted``); both report an uncertainty radius, the weighted
+Predictions are the best entry's coordinate (``top1``), a softmax-weighted mean of the top-K
+entries on the unit sphere (``weighted``, SPEC 6), or that mean taken over the heaviest group of
+nearby entries only (``mode``). ``weighted`` is what the SPEC defines; when the top-K sit in
+far-apart towns its mean falls between them (in the sea, between islands), a place none of the
+candidates is. ``mode`` seeks the densest candidate location instead: every entry's mass is the
+softmax weight of the entries within ``mode_radius_m`` of it, the heaviest entry wins and the
+prediction is the weighted mean of its neighbours. All report an uncertainty radius, the weighted
 mean distance of the top-K entries to the prediction.
 """
 
@@ -16,11 +21,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 from .device import autocast
 from .errors import InputError
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
-
-METHODS = ("weighted", "top1")
 
 
 @dataclass
@@ -41,7 +45,8 @@ class Predictions:
     lat: np.ndarray
     lon: np.ndarray
     uncertainty_m: np.ndarray
-    confidence: np.ndarray  # softmax weight of the best entry among the top-K
+    # softmax weight of the best entry among the top-K (mode: of the chosen group of entries)
+    confidence: np.ndarray
     top_index: np.ndarray  # (Q, K) gallery rows, best first
     top_score: np.ndarray  # (Q, K) cosine similarities
 
@@ -122,10 +127,11 @@ def predict_locations(
     gallery_lat: np.ndarray,
     gallery_lon: np.ndarray,
     *,
-    method: str = "weighted",
+    method: str = DEFAULT_METHOD,
     temperature: float = 0.05,
+    mode_radius_m: float = MODE_RADIUS_M,
 ) -> Predictions:
-    """Coordinates from top-K retrieval results (SPEC section 6)."""
+    """Coordinates from top-K retrieval results (SPEC section 6; ``mode`` in the module doc)."""
     if method not in METHODS:
         raise InputError(f"unknown prediction method {method!r}; choose one of {METHODS}")
     scores = np.asarray(scores, dtype=np.float64)
@@ -134,17 +140,30 @@ def predict_locations(
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
     cand_lat, cand_lon = gallery_lat[index], gallery_lon[index]
+    confidence = weights[:, 0]
     if method == "top1":
         lat, lon = cand_lat[:, 0], cand_lon[:, 0]
     else:
-        mean_vector = (weights[..., None] * latlon_to_unit(cand_lat, cand_lon)).sum(axis=1)
+        members = weights
+        if method == "mode":
+            near = (
+                haversine_m(
+                    cand_lat[:, :, None], cand_lon[:, :, None], cand_lat[:, None], cand_lon[:, None]
+                )
+                <= mode_radius_m
+            )  # (Q, K, K): entry j lies within the radius of entry i
+            mass = (near * weights[:, None, :]).sum(axis=2)
+            best = mass.argmax(axis=1)  # ties: the better-ranked entry
+            members = weights * near[np.arange(len(best)), best]
+            confidence = mass[np.arange(len(best)), best]
+        mean_vector = (members[..., None] * latlon_to_unit(cand_lat, cand_lon)).sum(axis=1)
         lat, lon = unit_to_latlon(mean_vector)
     spread = haversine_m(cand_lat, cand_lon, lat[:, None], lon[:, None])
     return Predictions(
         lat=np.asarray(lat, dtype=np.float64),
         lon=np.asarray(lon, dtype=np.float64),
         uncertainty_m=(weights * spread).sum(axis=1),
-        confidence=weights[:, 0],
+        confidence=confidence,
         top_index=index,
         top_score=scores,
     )
@@ -156,8 +175,9 @@ def localize(
     table: pd.DataFrame,
     *,
     k: int = 5,
-    method: str = "weighted",
+    method: str = DEFAULT_METHOD,
     temperature: float = 0.05,
+    mode_radius_m: float = MODE_RADIUS_M,
 ) -> Predictions:
     """Top-K retrieval of normalised ``queries`` among ``embeddings`` whose rows are located by
     ``table.lat``/``table.lon``, then the predicted coordinates."""
@@ -169,4 +189,5 @@ def localize(
         table["lon"].to_numpy(dtype=float),
         method=method,
         temperature=temperature,
+        mode_radius_m=mode_radius_m,
     )

@@ -79,6 +79,19 @@ def test_plugin_folder_copies_match_their_sources() -> None:
     assert (PLUGIN_DIR / "icon.svg").read_bytes() == (REPO / "resources" / "icon.svg").read_bytes()
 
 
+def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
+    # The plugin cannot import swclip_core (QGIS's Python has no torch), so it keeps copies of
+    # the command line's choices; a drift would send the worker an option it refuses.
+    from swclip_core import config
+    from swclip_qgis.algorithms import base, train_model
+
+    assert train_model.OBJECTIVES == config.OBJECTIVES
+    assert train_model.MODES == config.MODES
+    assert train_model.KERNELS == config.KERNELS
+    assert base.RETRIEVAL_METHODS == config.METHODS  # the first is the default of both
+    assert base.MODE_RADIUS_M == config.MODE_RADIUS_M
+
+
 def test_metadata_has_what_qgis_and_the_plugin_repository_need() -> None:
     parser = configparser.ConfigParser()
     parser.read(REPO / "metadata.txt", encoding="utf-8")

@@ -69,8 +69,45 @@ def test_weighted_prediction_is_the_normalised_mean_unit_vector():
 
 def test_weighted_prediction_crosses_the_antimeridian_correctly():
     lat, lon = np.array([0.0, 0.0]), np.array([179.9, -179.9])
-    pred = predict_locations(np.array([[0.5, 0.5]]), np.array([[0, 1]]), lat, lon)
-    assert abs(abs(pred.lon[0]) - 180.0) < 1e-6  # not 0°, which a naive mean of degrees gives
+    for method, radius in (("weighted", 0.0), ("mode", 50_000.0)):  # the two are 22 km apart
+        pred = predict_locations(
+            np.array([[0.5, 0.5]]), np.array([[0, 1]]), lat, lon, method=method,
+            mode_radius_m=radius,
+        )  # fmt: skip
+        assert abs(abs(pred.lon[0]) - 180.0) < 1e-6  # not 0°, which a naive mean of degrees gives
+
+
+def test_mode_prediction_averages_the_heaviest_group_not_the_best_entry():
+    # Top-K: one strong candidate in Lerwick (Shetland), three weaker ones in Stirling, 400 km
+    # away. The weighted mean lands in between (in the North Sea); mode stays in Stirling.
+    lat = np.array([60.155, 56.117, 56.120, 56.115])
+    lon = np.array([-1.145, -3.936, -3.940, -3.930])
+    scores = np.array([[0.40, 0.37, 0.36, 0.35]])
+    index = np.array([[0, 1, 2, 3]])
+    pred = predict_locations(scores, index, lat, lon, method="mode", temperature=0.05)
+    w = np.exp(scores[0] / 0.05)
+    w /= w.sum()
+    assert w[0] > w[1]  # the best single entry is Lerwick...
+    assert w[1:].sum() > w[0]  # ...but Stirling holds more of the mass
+    stirling = predict_locations(
+        scores[:, 1:], index[:, 1:], lat, lon, method="weighted", temperature=0.05
+    )
+    assert haversine_m(pred.lat[0], pred.lon[0], stirling.lat[0], stirling.lon[0]) < 1e-3
+    assert pred.confidence[0] == pytest.approx(w[1:].sum())
+    weighted = predict_locations(scores, index, lat, lon, method="weighted", temperature=0.05)
+    assert haversine_m(weighted.lat[0], weighted.lon[0], 56.117, -3.936) > 100_000
+
+
+def test_mode_equals_weighted_when_every_candidate_is_within_the_radius():
+    gen = np.random.default_rng(0)
+    lat, lon = 54.15 + gen.uniform(0, 0.02, 8), -4.48 + gen.uniform(0, 0.02, 8)
+    scores = np.sort(gen.uniform(0.2, 0.4, (3, 5)), axis=1)[:, ::-1]
+    index = np.stack([gen.permutation(8)[:5] for _ in range(3)])
+    mode = predict_locations(scores, index, lat, lon, method="mode", mode_radius_m=5_000.0)
+    weighted = predict_locations(scores, index, lat, lon, method="weighted")
+    np.testing.assert_allclose(mode.lat, weighted.lat, atol=1e-9)
+    np.testing.assert_allclose(mode.lon, weighted.lon, atol=1e-9)
+    np.testing.assert_allclose(mode.confidence, 1.0)
 
 
 def test_unknown_method_is_refused():

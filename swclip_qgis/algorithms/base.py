@@ -36,7 +36,9 @@ from ..backend import BackendNotFound, plugin_dir
 from ..layers import apply_style, export_points, layer_file_dir, move_to_group
 from ..runner import WorkerFailed, run_worker
 
-RETRIEVAL_METHODS = ("weighted", "top1")
+# swclip_core.config.METHODS (QGIS must not import the backend); a test keeps them equal.
+RETRIEVAL_METHODS = ("mode", "weighted", "top1")
+MODE_RADIUS_M = 5000.0
 DEVICES = ("auto", "cpu", "cuda")
 # Processing keeps only a pointer to a layer post-processor and runs a CLONE of the algorithm
 # (QgsProcessingAlgorithm::run), deleted before the results are loaded: the post-processors must
@@ -81,6 +83,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     GALLERY = "GALLERY"
     TOP_K = "TOP_K"
     METHOD = "METHOD"
+    MODE_RADIUS = "MODE_RADIUS"
     DEVICE = "DEVICE"
     RUN_NAME = "RUN_NAME"
 
@@ -188,10 +191,20 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         self.add_advanced(
             QgsProcessingParameterEnum(
                 self.METHOD,
-                self.tr("Prediction (weighted mean of the top-K, or the best candidate)"),
+                self.tr(
+                    "Prediction (mode: the heaviest group of nearby candidates; weighted: the "
+                    "weighted mean of all top-K; top1: the best candidate)"
+                ),
                 options=list(RETRIEVAL_METHODS),
                 defaultValue=0,
             )
+        )
+        self.add_metres(
+            self.MODE_RADIUS,
+            "Group radius of the mode prediction (metres)",
+            MODE_RADIUS_M,
+            minimum=1.0,
+            advanced=True,
         )
 
     def add_runtime(self) -> None:
@@ -283,7 +296,8 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     def retrieval_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
         method = RETRIEVAL_METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
         top_k = self.parameterAsInt(parameters, self.TOP_K, context)
-        return ["--top-k", top_k, "--method", method]
+        radius = self.parameterAsDouble(parameters, self.MODE_RADIUS, context)
+        return ["--top-k", top_k, "--method", method, "--mode-radius-m", radius]
 
     def runtime_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
         return ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
