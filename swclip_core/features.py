@@ -45,11 +45,17 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# Bumped whenever the pixels fed to a trunk change, so no cached feature of the old pixels is
+# mixed with new ones (2: JPEGs decoded at the smallest scale the model's input resize needs).
+DECODING_VERSION = 2
+
+
 class FeatureCache:
-    """One ``.npy`` file per (backbone, image content) under ``root/features/<backbone key>/``."""
+    """One ``.npy`` file per (backbone, image content) under
+    ``root/features/<backbone key>-d<decoding version>/``."""
 
     def __init__(self, root: Path, backbone_key: str):
-        self.folder = Path(root) / "features" / backbone_key
+        self.folder = Path(root) / "features" / f"{backbone_key}-d{DECODING_VERSION}"
 
     def path_for(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"

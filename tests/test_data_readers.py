@@ -27,6 +27,7 @@ from swclip_core.data import (
     read_exif_gps,
     read_samples,
 )
+from swclip_core.data.images import resize_side
 from swclip_core.errors import InputError
 
 PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "photos"
@@ -172,7 +173,8 @@ def _latlon_rows(rows: list[dict[str, str]]) -> list[list[object]]:
 def test_csv_in_wgs84_and_british_national_grid_agree(tmp_path):
     rows = [*LUND, MANIFEST[29], MANIFEST[-1]]  # Sweden and France, far from the grid's origin
     wgs = _write_csv(
-        tmp_path / "wgs84.csv", ["id", "image_path", "Latitude", "Longitude", "town"],
+        tmp_path / "wgs84.csv",
+        ["id", "image_path", "Latitude", "Longitude", "town"],
         _latlon_rows(rows),
     )
     to_bng = Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True)
@@ -483,6 +485,21 @@ def test_load_image_downscales_panoramas_faithfully():
     assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).mean() < 4
     assert load_image(path).size == (2048, 1024)
     assert load_image(PHOTOS_DIR / "lund_01.jpg").size == (1024, 768)  # never upscaled
+
+
+def test_min_side_decodes_a_panorama_small_but_keeps_what_the_model_sees():
+    from torchvision import transforms
+
+    path = PHOTOS_DIR / "panoramax_1.jpg"  # 5760x2880
+    small = load_image(path, min_side=256)
+    assert small.size == (720, 360)  # the 1/8 DCT scale: the smallest whose shorter side >= 256
+    assert load_image(path, min_side=2000).size == (2048, 1024)  # max_side stays the cap
+    model_input = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
+    assert resize_side(model_input) == 256
+    seen_small = np.asarray(model_input(small), dtype=int)
+    seen_full = np.asarray(model_input(load_image(path)), dtype=int)
+    assert np.abs(seen_small - seen_full).mean() < 3  # grey levels out of 255
+    assert resize_side(transforms.Compose([transforms.RandomResizedCrop(224)])) is None
 
 
 def test_load_image_names_unreadable_files(tmp_path):

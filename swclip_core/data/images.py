@@ -31,9 +31,14 @@ DECODE_ERRORS = (
 from malformed TIFF/PNG headers, DecompressionBombError from absurd declared sizes)."""
 
 
-def _draft_size(size: tuple[int, int], max_side: int) -> tuple[int, int] | None:
-    """The smallest size, with the image's aspect ratio, that still covers ``max_side``."""
+def _draft_size(
+    size: tuple[int, int], max_side: int, min_side: int | None = None
+) -> tuple[int, int] | None:
+    """The smallest size, with the image's aspect ratio, that still covers ``max_side`` on the
+    longer side (and no more than ``min_side`` on the shorter side, when given)."""
     scale = max_side / max(size)
+    if min_side is not None:
+        scale = min(scale, min_side / min(size))
     if scale >= 1:
         return None
     return (math.ceil(size[0] * scale), math.ceil(size[1] * scale))
@@ -80,20 +85,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike, *, max_side: int = 2048) -> Image.Image:
+def load_image(
+    path: str | os.PathLike, *, max_side: int = 2048, min_side: int | None = None
+) -> Image.Image:
     """Load an image file as an RGB ``PIL.Image`` whose longer side is at most ``max_side``.
 
     The EXIF orientation is applied (phones and street-view cameras often store rotated pixels);
     greyscale, palette, 16-bit and float images are converted to 8-bit RGB and transparency is
     composited on white. Large JPEGs are decoded at a reduced scale (``Image.draft``) before the
-    final resize, so a 5760x2880 panorama does not have to be decoded in full.
+    final resize, so a 5760x2880 panorama does not have to be decoded in full; a caller that only
+    needs the shorter side to reach ``min_side`` pixels (a model's input resize) lets that
+    reduction go as far as ``min_side`` allows (a panorama fed to a 224-pixel model decodes at 1/8).
     Raises :class:`InputError` naming the file when it cannot be read.
     """
     if max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
     try:
         with Image.open(path) as opened:
-            draft_size = _draft_size(opened.size, max_side)
+            draft_size = _draft_size(opened.size, max_side, min_side)
             if draft_size is not None:
                 opened.draft("RGB", draft_size)  # a no-op for formats other than JPEG
             opened.load()
@@ -113,7 +122,8 @@ class ImageDataset(Dataset):
     """Map-style dataset of image files for a ``DataLoader`` (worker processes included).
 
     Item ``i`` is ``(transform(load_image(paths[i])), i)``; the index lets callers put features back
-    in sample order. A file that cannot be read raises :class:`InputError` naming it.
+    in sample order. A file that cannot be read raises :class:`InputError` naming it. JPEGs are
+    decoded no larger than the transform's first resize needs (:func:`resize_side`).
     """
 
     def __init__(
@@ -127,10 +137,31 @@ class ImageDataset(Dataset):
         self.paths = [os.fspath(path) for path in paths]
         self.transform = transform
         self.max_side = max_side
+        self.min_side = resize_side(transform)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = load_image(self.paths[index], max_side=self.max_side)
+        image = load_image(self.paths[index], max_side=self.max_side, min_side=self.min_side)
         return self.transform(image), index
+
+
+def resize_side(transform: Callable) -> int | None:
+    """The shorter side (pixels) that ``transform`` resizes images to before anything else looks at
+    them, when it starts with a torchvision ``Resize`` to one size (CLIP preprocessing does);
+    ``None`` when it cannot be told, and images are then decoded at full size."""
+    from torchvision.transforms import Resize
+
+    for step in getattr(transform, "transforms", [transform]):
+        if isinstance(step, Resize):
+            size = step.size
+            if isinstance(size, int):
+                return size
+            return size[0] if len(size) == 1 else None
+        # Mode conversions (ours, open_clip's) keep the pixel grid; anything else first (a crop,
+        # an augmentation) may need the full resolution.
+        keeps_grid = getattr(step, "keeps_pixel_grid", False)
+        if not keeps_grid and getattr(step, "__name__", "") != "_convert_to_rgb":
+            return None
+    return None

@@ -205,6 +205,8 @@ def load_image_trunk(trunk: torch.nn.Module) -> None:
 class _ToRGB:
     """Any PIL mode (greyscale, RGBA, palette) to RGB; a class so that DataLoaders can pickle it."""
 
+    keeps_pixel_grid = True  # lets the decoder shrink JPEGs to the following resize's size
+
     def __repr__(self) -> str:
         return "ToRGB()"
 
