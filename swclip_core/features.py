@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .data.images import ImageDataset
+from .data.images import ImageDataset, split_preprocess
 from .device import autocast
 from .errors import CancelledError
 
@@ -100,7 +100,11 @@ def extract_image_features(
     )
     missing = [i for i, f in enumerate(features) if f is None]
     if missing:
-        dataset = Subset(ImageDataset(list(image_paths), backbone.preprocess), missing)
+        # Workers decode and crop to uint8 pixels; scaling and normalisation run per batch on
+        # the device, where they cost next to nothing (and the transfer is 4x smaller).
+        split = split_preprocess(backbone.preprocess)
+        transform = split.on_cpu if split is not None else backbone.preprocess
+        dataset = Subset(ImageDataset(list(image_paths), transform), missing)
         loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -112,8 +116,11 @@ def extract_image_features(
         for images, indices in tqdm(loader, desc="image features", unit="batch", leave=False):
             if cancel is not None and cancel():
                 raise CancelledError("feature extraction cancelled")
+            pixels = images.to(device, non_blocking=True)
+            if split is not None:
+                pixels = split.finish(pixels)
             with autocast(device):
-                batch = backbone.image_features(images.to(device, non_blocking=True))
+                batch = backbone.image_features(pixels)
             for index, feature in zip(indices.tolist(), batch.float().cpu().numpy(), strict=True):
                 features[index] = feature
                 if cache is not None:

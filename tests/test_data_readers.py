@@ -27,7 +27,7 @@ from swclip_core.data import (
     read_exif_gps,
     read_samples,
 )
-from swclip_core.data.images import resize_side
+from swclip_core.data.images import resize_side, split_preprocess
 from swclip_core.errors import InputError
 
 PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "photos"
@@ -500,6 +500,21 @@ def test_min_side_decodes_a_panorama_small_but_keeps_what_the_model_sees():
     seen_full = np.asarray(model_input(load_image(path)), dtype=int)
     assert np.abs(seen_small - seen_full).mean() < 3  # grey levels out of 255
     assert resize_side(transforms.Compose([transforms.RandomResizedCrop(224)])) is None
+
+
+def test_split_preprocess_gives_the_unsplit_transforms_pixels():
+    from swclip_core.device import resolve_device
+    from swclip_core.models import create_backbone
+
+    preprocess = create_backbone("swclip-lite", device=resolve_device("cpu")).preprocess
+    split = split_preprocess(preprocess)
+    images = [load_image(p, min_side=256) for p in sorted(PHOTOS_DIR.glob("*.jpg"))[::6]]
+    pixels = torch.stack([split.on_cpu(image) for image in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (3, 224, 224)
+    expected = torch.stack([preprocess(image) for image in images])
+    torch.testing.assert_close(split.finish(pixels), expected, atol=1e-6, rtol=0)
+    assert resize_side(split.on_cpu) == 256  # the decoder still sees the model's input resize
+    assert split_preprocess(_to_tensor) is None  # anything else is used unsplit
 
 
 def test_load_image_names_unreadable_files(tmp_path):

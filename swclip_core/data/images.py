@@ -10,6 +10,7 @@ import math
 import os
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -165,3 +166,50 @@ def resize_side(transform: Callable) -> int | None:
         if not keeps_grid and getattr(step, "__name__", "") != "_convert_to_rgb":
             return None
     return None
+
+
+class _ToUint8Tensor:
+    """RGB ``PIL.Image`` to a ``(3, H, W)`` uint8 tensor (a class, so DataLoaders can pickle it)."""
+
+    keeps_pixel_grid = True
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+@dataclass
+class SplitPreprocess:
+    """A CLIP preprocessing split in two: the geometric steps on the CPU, ending in uint8 pixels
+    (4x less to move between processes and to the GPU than float32), and the scaling to floats
+    and normalisation, done on a whole batch on the model's device (:meth:`finish`)."""
+
+    on_cpu: Callable[[Image.Image], torch.Tensor]
+    mean: torch.Tensor  # (3,)
+    std: torch.Tensor  # (3,)
+
+    def finish(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` to the normalised float batch the unsplit transform gives."""
+        # (x / 255 - mean) / std as one multiply and one subtract, in place on the float copy.
+        scale = (1.0 / (255.0 * self.std)).to(pixels.device).view(1, 3, 1, 1)
+        shift = (self.mean / self.std).to(pixels.device).view(1, 3, 1, 1)
+        return pixels.float().mul_(scale).sub_(shift)
+
+
+def split_preprocess(transform: Callable) -> SplitPreprocess | None:
+    """Split a torchvision ``Compose`` that ends in to-tensor then ``Normalize`` (CLIP's and
+    open_clip's preprocessing do); ``None`` for any other transform, which is used as it is."""
+    from torchvision.transforms import Compose, Normalize
+
+    steps = list(getattr(transform, "transforms", []))
+    if (
+        len(steps) < 2
+        or not isinstance(steps[-1], Normalize)
+        or type(steps[-2]).__name__ not in ("ToTensor", "MaybeToTensor")
+    ):
+        return None
+    normalize = steps[-1]
+    return SplitPreprocess(
+        Compose([*steps[:-2], _ToUint8Tensor()]),
+        torch.as_tensor(normalize.mean, dtype=torch.float32),
+        torch.as_tensor(normalize.std, dtype=torch.float32),
+    )

@@ -1,0 +1,33 @@
+"""Frozen-feature extraction: the DataLoader pipeline gives the model's own forward, and the cache
+gives back what was stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from swclip_core.data.images import load_image
+from swclip_core.device import resolve_device
+from swclip_core.features import extract_image_features
+from swclip_core.models import create_backbone
+
+PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "photos"
+
+
+@torch.no_grad()
+def test_pipeline_features_equal_a_plain_forward_and_come_back_from_the_cache(tmp_path):
+    device = resolve_device("cpu")
+    backbone = create_backbone("swclip-lite", device=device).eval()
+    paths = [str(p) for p in sorted(PHOTOS_DIR.glob("*.jpg"))[::8]]  # Lund frames and panoramas
+    # The plain way: decode (at the model's input size), the unsplit preprocessing, one forward.
+    pixels = torch.stack([backbone.preprocess(load_image(p, min_side=256)) for p in paths])
+    expected = backbone.image_features(pixels)
+
+    got = extract_image_features(
+        backbone, paths, device=device, cache_dir=tmp_path, batch_size=2, num_workers=2
+    )
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    cached = extract_image_features(backbone, paths, device=device, cache_dir=tmp_path)
+    assert torch.equal(cached, got)
+    assert len(list(tmp_path.rglob("*.npy"))) == len(paths)
