@@ -30,8 +30,10 @@ SMALL = (128, 96)
 def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Reference great-circle distance, written out independently of the library."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = (math.sin((p2 - p1) / 2) ** 2
-         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * 6_371_008.8 * math.asin(math.sqrt(a))
 
 
@@ -48,10 +50,12 @@ def bundled() -> pd.DataFrame:
 def rendered(bundled: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """160 places over the whole island (streets of 3-8 places) and their images at seed 7."""
     places = select_places(bundled, n=160, seed=7, min_per_street=3, max_per_street=8)
-    images = np.stack([
-        _pixels(render_scene(r.lat, r.lon, r.street, r.city, seed=7, size=SMALL))
-        for r in places.itertuples()
-    ])
+    images = np.stack(
+        [
+            _pixels(render_scene(r.lat, r.lon, r.street, r.city, seed=7, size=SMALL))
+            for r in places.itertuples()
+        ]
+    )
     return places, images
 
 
@@ -60,16 +64,20 @@ def _pair_stats(places: pd.DataFrame, images: np.ndarray) -> pd.DataFrame:
     rows = []
     recs = places.to_dict("records")
     for i in range(len(recs)):
-        diff = np.abs(images[i + 1:] - images[i]).mean(axis=1)
+        diff = np.abs(images[i + 1 :] - images[i]).mean(axis=1)
         for j in range(i + 1, len(recs)):
             a, b = recs[i], recs[j]
             same_city = a["city"] is not None and a["city"] == b["city"]
-            rows.append({
-                "dist_m": _haversine_m(a["lat"], a["lon"], b["lat"], b["lon"]),
-                "same_city": same_city,
-                "same_street": same_city and a["street"] is not None and a["street"] == b["street"],
-                "pixel_diff": float(diff[j - i - 1]),
-            })
+            rows.append(
+                {
+                    "dist_m": _haversine_m(a["lat"], a["lon"], b["lat"], b["lon"]),
+                    "same_city": same_city,
+                    "same_street": same_city
+                    and a["street"] is not None
+                    and a["street"] == b["street"],
+                    "pixel_diff": float(diff[j - i - 1]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -215,8 +223,16 @@ def test_generate_scenes_writes_marked_jpegs_and_reuses_them(tmp_path) -> None:
     assert len(table) == 12
     assert table["synthetic"].all()
     assert table["sample_id"].is_unique
-    assert list(table.columns[:8]) == ["sample_id", "image_path", "lat", "lon", "street", "city",
-                                       "country", "synthetic"]
+    assert list(table.columns[:8]) == [
+        "sample_id",
+        "image_path",
+        "lat",
+        "lon",
+        "street",
+        "city",
+        "country",
+        "synthetic",
+    ]
     for row in table.itertuples():
         with Image.open(row.image_path) as image:
             assert image.format == "JPEG" and image.mode == "RGB" and image.size == SMALL
@@ -249,8 +265,9 @@ def test_generate_scenes_needs_coordinates(tmp_path) -> None:
 def test_saved_jpeg_round_trip_matches_render(tmp_path) -> None:
     places = demo_places(n=1, seed=0)
     row = generate_scenes(places, tmp_path, seed=0, size=SMALL).iloc[0]
-    drawn = np.asarray(render_scene(row.lat, row.lon, row.street, row.city, seed=0, size=SMALL),
-                       dtype=np.float32)
+    drawn = np.asarray(
+        render_scene(row.lat, row.lon, row.street, row.city, seed=0, size=SMALL), dtype=np.float32
+    )
     with Image.open(row.image_path) as image:
         saved = np.asarray(image.convert("RGB"), dtype=np.float32)
     # Only JPEG loss separates the file from the drawing.

@@ -288,9 +288,7 @@ def choose_layer(
             )
         return layer
     if len(layers) > 1:
-        raise InputError(
-            f"{path} has {len(layers)} layers ({', '.join(layers)}): {hint}."
-        )
+        raise InputError(f"{path} has {len(layers)} layers ({', '.join(layers)}): {hint}.")
     return None
 
 

@@ -95,8 +95,14 @@ _COUNTRY_NAMES = ("country", "addr:country")
 # Place lists
 
 
-def _find_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str,
-                 csv_path: Path, required: bool) -> str | None:
+def _find_column(
+    columns: Sequence[str],
+    wanted: str | None,
+    candidates: Sequence[str],
+    what: str,
+    csv_path: Path,
+    required: bool,
+) -> str | None:
     """The column to use for ``what``: the one named by the caller, else the first known name."""
     by_lower = {c.strip().lower(): c for c in columns}
     if wanted is not None:
@@ -184,8 +190,10 @@ def load_places(
         }
     )
     skipped = [
-        {"row": int(i), "reason": f"invalid coordinate lat={raw.at[i, lat_col]!r} "
-                                  f"lon={raw.at[i, lon_col]!r}"}
+        {
+            "row": int(i),
+            "reason": f"invalid coordinate lat={raw.at[i, lat_col]!r} lon={raw.at[i, lon_col]!r}",
+        }
         for i in np.flatnonzero(~valid.to_numpy())
     ]
     table = table[valid.to_numpy()].reset_index(drop=True)
@@ -313,8 +321,9 @@ def _rng(seed: int, *parts: object) -> np.random.Generator:
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)),
-                    dtype=np.float32)
+    return np.array(
+        colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)), dtype=np.float32
+    )
 
 
 def _metres(lat: float, lon: float) -> tuple[float, float]:
@@ -371,10 +380,14 @@ def _town_style(seed: int, town_key: str) -> _Town:
         max_floors=min_floors + int(rng.integers(0, 4)),
         pitched_roofs=bool(rng.random() < 0.6),
         roof_hsv=(
-            float(rng.choice([0.02, 0.06, 0.6, 0.62])), rng.uniform(0.1, 0.6), rng.uniform(0.2, 0.5)
+            float(rng.choice([0.02, 0.06, 0.6, 0.62])),
+            rng.uniform(0.1, 0.6),
+            rng.uniform(0.2, 0.5),
         ),
-        window_rgb=tuple(float(c) for c in _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.1, 0.4),
-                                                rng.uniform(0.15, 0.45))),
+        window_rgb=tuple(
+            float(c)
+            for c in _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.1, 0.4), rng.uniform(0.15, 0.45))
+        ),
         shop_share=float(rng.uniform(0.0, 0.6)),
         hill_height=float(rng.uniform(0.0, 0.45)),
     )
@@ -463,8 +476,15 @@ def _rect(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour: n
         img[c:d, a:b] = colour
 
 
-def _ellipse(img: np.ndarray, cx: float, cy: float, rx: float, ry: float, colour: np.ndarray,
-             alpha: float = 1.0) -> None:
+def _ellipse(
+    img: np.ndarray,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    colour: np.ndarray,
+    alpha: float = 1.0,
+) -> None:
     h, w = img.shape[:2]
     a, b = max(int(cx - rx), 0), min(int(cx + rx) + 1, w)
     c, d = max(int(cy - ry), 0), min(int(cy + ry) + 1, h)
@@ -480,8 +500,16 @@ def _ellipse(img: np.ndarray, cx: float, cy: float, rx: float, ry: float, colour
         patch[inside] = (1.0 - alpha) * patch[inside] + alpha * colour
 
 
-def _draw_buildings(img: np.ndarray, layout: np.random.Generator, town: _Town, street: _Street,
-                    field: np.ndarray, base: float, scale: float, x_start: float) -> None:
+def _draw_buildings(
+    img: np.ndarray,
+    layout: np.random.Generator,
+    town: _Town,
+    street: _Street,
+    field: np.ndarray,
+    base: float,
+    scale: float,
+    x_start: float,
+) -> None:
     """The row of facades: per-column arrays built building by building, then painted at once."""
     height, width = img.shape[:2]
     ys, _ = _grids(width, height)
@@ -500,8 +528,10 @@ def _draw_buildings(img: np.ndarray, layout: np.random.Generator, town: _Town, s
     x = x_start
     # The draws do not depend on the scale, so every view of a place shows the same buildings.
     while x < width:
-        w = max(street.building_width * scale * math.exp(layout.normal(0.0, street.width_jitter)),
-                14.0 * scale)
+        w = max(
+            street.building_width * scale * math.exp(layout.normal(0.0, street.width_jitter)),
+            14.0 * scale,
+        )
         is_gap = layout.random() < street.gap_share
         floors = street.floors + int(layout.choice([-1, 0, 0, 0, 1]))
         h_, s_, v_ = town.palette[street.colours[int(layout.integers(len(street.colours)))]]
@@ -525,8 +555,9 @@ def _draw_buildings(img: np.ndarray, layout: np.random.Generator, town: _Town, s
             top[a:b] = flat_top - 3.0 * scale
             roof_rgb[a:b] = _hsv(h_, s_, v_ * 0.6)
         roof_line[a:b] = flat_top
-        facade[a:b] = _hsv(h_ + 0.07 * field[0] + tint[0], s_ + tint[1],
-                           v_ * (1.0 + 0.15 * field[1]))
+        facade[a:b] = _hsv(
+            h_ + 0.07 * field[0] + tint[0], s_ + tint[1], v_ * (1.0 + 0.15 * field[1])
+        )
         window_rgb[a:b] = np.array(town.window_rgb, dtype=np.float32) * light
         margin = 0.18 * w
         n_win = max(int((w - 2 * margin) / (street.window_spacing * scale)), 1)
@@ -553,26 +584,38 @@ def _draw_buildings(img: np.ndarray, layout: np.random.Generator, town: _Town, s
     img[course] *= 0.8
     door = building & door_col[None, :] & (above_ground < 0.85 * ground_h)
     shop = building & shop_col[None, :] & (above_ground > 2.0) & (above_ground < 0.72 * ground_h)
-    sign = building & shop_col[None, :] & (above_ground >= 0.75 * ground_h) & \
-        (above_ground < 0.97 * ground_h)
+    sign = (
+        building
+        & shop_col[None, :]
+        & (above_ground >= 0.75 * ground_h)
+        & (above_ground < 0.97 * ground_h)
+    )
     _fill(img, shop, window_rgb * 1.2)
     _fill(img, sign, sign_rgb)
     _fill(img, door, facade * 0.35)
 
 
-def _draw_tree(img: np.ndarray, x: float, ground: float, scale: float, green: np.ndarray,
-               size: float) -> None:
+def _draw_tree(
+    img: np.ndarray, x: float, ground: float, scale: float, green: np.ndarray, size: float
+) -> None:
     trunk_h = 22.0 * scale * size
     radius = 16.0 * scale * size
-    _rect(img, x - 2 * scale, ground - trunk_h, x + 2 * scale, ground,
-          np.array([0.28, 0.2, 0.12], np.float32))
+    _rect(
+        img,
+        x - 2 * scale,
+        ground - trunk_h,
+        x + 2 * scale,
+        ground,
+        np.array([0.28, 0.2, 0.12], np.float32),
+    )
     cy = ground - trunk_h - 0.6 * radius
     _ellipse(img, x, cy, radius, radius * 0.95, green)
     _ellipse(img, x - 0.25 * radius, cy - 0.3 * radius, 0.6 * radius, 0.55 * radius, green * 1.25)
 
 
-def _draw_car(img: np.ndarray, rng: np.random.Generator, x: float, ground: float,
-              scale: float) -> None:
+def _draw_car(
+    img: np.ndarray, rng: np.random.Generator, x: float, ground: float, scale: float
+) -> None:
     length = rng.uniform(48.0, 70.0) * scale
     body_h = rng.uniform(12.0, 16.0) * scale
     colour = _hsv(rng.random(), rng.uniform(0.0, 0.8), rng.uniform(0.2, 0.95))
@@ -581,19 +624,38 @@ def _draw_car(img: np.ndarray, rng: np.random.Generator, x: float, ground: float
     _rect(img, x + 0.2 * length, ground - 1.8 * body_h, x + 0.8 * length, ground - body_h, colour)
     _rect(img, x + 0.25 * length, ground - 1.65 * body_h, x + 0.75 * length, ground - body_h, glass)
     for wheel_x in (x + 0.2 * length, x + 0.8 * length):
-        _ellipse(img, wheel_x, ground - 3 * scale, 5.5 * scale, 5.5 * scale,
-                 np.array([0.05, 0.05, 0.05], np.float32))
+        _ellipse(
+            img,
+            wheel_x,
+            ground - 3 * scale,
+            5.5 * scale,
+            5.5 * scale,
+            np.array([0.05, 0.05, 0.05], np.float32),
+        )
 
 
-def _draw_pedestrian(img: np.ndarray, rng: np.random.Generator, x: float, ground: float,
-                     scale: float) -> None:
+def _draw_pedestrian(
+    img: np.ndarray, rng: np.random.Generator, x: float, ground: float, scale: float
+) -> None:
     tall = rng.uniform(28.0, 40.0) * scale
     coat = _hsv(rng.random(), rng.uniform(0.0, 0.7), rng.uniform(0.1, 0.8))
-    _rect(img, x - 2.5 * scale, ground - 0.45 * tall, x + 2.5 * scale, ground,
-          np.array([0.12, 0.12, 0.16], np.float32))
+    _rect(
+        img,
+        x - 2.5 * scale,
+        ground - 0.45 * tall,
+        x + 2.5 * scale,
+        ground,
+        np.array([0.12, 0.12, 0.16], np.float32),
+    )
     _ellipse(img, x, ground - 0.62 * tall, 4.5 * scale, 0.22 * tall, coat)
-    _ellipse(img, x, ground - 0.9 * tall, 3.2 * scale, 3.6 * scale,
-             _hsv(0.07, rng.uniform(0.2, 0.6), rng.uniform(0.35, 0.9)))
+    _ellipse(
+        img,
+        x,
+        ground - 0.9 * tall,
+        3.2 * scale,
+        3.6 * scale,
+        _hsv(0.07, rng.uniform(0.2, 0.6), rng.uniform(0.35, 0.9)),
+    )
 
 
 def render_scene(
@@ -645,15 +707,22 @@ def render_scene(
     ramp = np.clip(ys / max(base, 1.0), 0.0, 1.0)[..., None]
     img[:] = sky_top + (sky_low - sky_top) * ramp
     for _ in range(int(nuisance.integers(0, 4))):
-        _ellipse(img, nuisance.uniform(0, width), nuisance.uniform(0, 0.35 * base),
-                 nuisance.uniform(15, 45) * size_scale, nuisance.uniform(5, 12) * size_scale,
-                 np.array([0.97, 0.97, 0.98], np.float32), alpha=float(nuisance.uniform(0.4, 0.8)))
+        _ellipse(
+            img,
+            nuisance.uniform(0, width),
+            nuisance.uniform(0, 0.35 * base),
+            nuisance.uniform(15, 45) * size_scale,
+            nuisance.uniform(5, 12) * size_scale,
+            np.array([0.97, 0.97, 0.98], np.float32),
+            alpha=float(nuisance.uniform(0.4, 0.8)),
+        )
 
     # Backdrop: hills (town) coloured by the local vegetation field.
     green = _hsv(0.27 + 0.05 * field[3], 0.45 + 0.15 * field[3], 0.45)
     hill_phase = float(furniture.uniform(0, 2 * math.pi))
-    hill_top = base * (1.0 - town.hill_height * (0.6 + 0.4 * np.sin(xs / (40.0 * scale)
-                                                                     + hill_phase)))
+    hill_top = base * (
+        1.0 - town.hill_height * (0.6 + 0.4 * np.sin(xs / (40.0 * scale) + hill_phase))
+    )
     _fill(img, ys >= hill_top, green * 0.8 + sky_low * 0.2)
 
     x_start = (-furniture.uniform(0.0, road.building_width) + nuisance.uniform(-8, 8)) * scale
@@ -665,22 +734,28 @@ def render_scene(
     img[b:k] = pavement
     if road.setback > 0.6:
         _rect(img, 0, base - 4 * scale, width, base + 0.4 * pave_h, green * 0.7)
-    img[k:k + max(int(2 * size_scale), 1)] = 0.8
+    img[k : k + max(int(2 * size_scale), 1)] = 0.8
     asphalt = np.linspace(0.3, 0.22, max(height - k - 2, 0), dtype=np.float32)[:, None, None]
-    img[k + 2:] = asphalt
+    img[k + 2 :] = asphalt
     mid = _px((k + height) / 2)
     dash = np.mod(xs[0] + furniture.uniform(0, 40), 40.0 * scale) < 22.0 * scale
-    img[mid:mid + max(int(2 * size_scale), 1), dash] = 0.9
+    img[mid : mid + max(int(2 * size_scale), 1), dash] = 0.9
     if road.double_yellow:
         for offset in (4, 7):
             row = k + int(offset * size_scale)
-            img[row:row + 1] = np.array([0.85, 0.72, 0.1], np.float32)
+            img[row : row + 1] = np.array([0.85, 0.72, 0.1], np.float32)
 
     # Street furniture, stable for a place: trees and lamp posts on the pavement.
     tree_count = furniture.poisson(road.tree_rate * width / 256.0 * (1.0 + 0.4 * field[3]))
     for _ in range(int(tree_count)):
-        _draw_tree(img, furniture.uniform(0, width), kerb - 0.3 * pave_h, scale, green,
-                   float(furniture.uniform(0.8, 1.3)))
+        _draw_tree(
+            img,
+            furniture.uniform(0, width),
+            kerb - 0.3 * pave_h,
+            scale,
+            green,
+            float(furniture.uniform(0.8, 1.3)),
+        )
     for _ in range(int(furniture.poisson(road.pole_rate * width / 256.0))):
         px = float(furniture.uniform(0, width))
         pole = np.array([0.2, 0.22, 0.24], np.float32)
@@ -737,8 +812,15 @@ def _exif(lat: float, lon: float) -> Image.Exif:
 # Writing a dataset
 
 
-def _content_key(seed: int, lat: float, lon: float, street: object, city: object,
-                 size: tuple[int, int], view: int) -> str:
+def _content_key(
+    seed: int,
+    lat: float,
+    lon: float,
+    street: object,
+    city: object,
+    size: tuple[int, int],
+    view: int,
+) -> str:
     text = repr((GENERATOR_VERSION, seed, float(lat), float(lon), street, city, tuple(size), view))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
@@ -809,12 +891,34 @@ def generate_scenes(
             done += 1
             if progress is not None:
                 progress(done, total)
-    return pd.DataFrame(rows, columns=["sample_id", "image_path", "lat", "lon", "street", "city",
-                                       "country", "synthetic", "place_id", "view"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "sample_id",
+            "image_path",
+            "lat",
+            "lon",
+            "street",
+            "city",
+            "country",
+            "synthetic",
+            "place_id",
+            "view",
+        ],
+    )
 
 
-def _write_scene(path: Path, lat: float, lon: float, street: str | None, city: str | None, *,
-                 seed: int, size: tuple[int, int], view: int) -> None:
+def _write_scene(
+    path: Path,
+    lat: float,
+    lon: float,
+    street: str | None,
+    city: str | None,
+    *,
+    seed: int,
+    size: tuple[int, int],
+    view: int,
+) -> None:
     image = render_scene(lat, lon, street, city, seed=seed, size=size, view=view)
     # JPEG quality is one more per-view nuisance (compression artefacts differ between cameras).
     quality = int(_rng(seed, "jpeg", f"{lat:.7f},{lon:.7f}", view).integers(70, 93))

@@ -120,8 +120,9 @@ class Backbone(nn.Module):
         captions use about half of the 77-token context, so this halves the text tower's work.
         open_clip's own text transformer adds a fixed-length positional embedding: left as is.
         """
-        pad_id = getattr(getattr(getattr(self.model, "text", None), "config", None),
-                         "pad_token_id", None)
+        pad_id = getattr(
+            getattr(getattr(self.model, "text", None), "config", None), "pad_token_id", None
+        )
         if pad_id is None:
             return tokens
         used = (tokens != pad_id).any(dim=0).nonzero()
@@ -130,8 +131,11 @@ class Backbone(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """The freshly initialised parts (both projections, the temperature): they learn faster."""
         params = [*self.image_head.parameters(), *_text_parts(self.model).projection]
-        params += [p for p in (self.model.logit_scale, getattr(self.model, "logit_bias", None))
-                   if p is not None]
+        params += [
+            p
+            for p in (self.model.logit_scale, getattr(self.model, "logit_bias", None))
+            if p is not None
+        ]
         return params
 
     def set_trainable(self, *, image_trunk: bool = False, text_layers: int | None = 2) -> None:
@@ -160,7 +164,7 @@ class Backbone(nn.Module):
         if text_layers is None:
             trainable += text.all
         elif text_layers > 0:
-            for layer in text.layers[n_layers - text_layers:]:
+            for layer in text.layers[n_layers - text_layers :]:
                 trainable += layer.parameters()
             trainable += text.final_norm
         for parameter in trainable:
@@ -393,4 +397,3 @@ def create_backbone(
             ) from error
     backbone.set_trainable()
     return backbone.eval()
-

@@ -124,9 +124,7 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         out = Path(self.parameterAsString(parameters, self.OUTPUT, context))
         if (out / "checkpoint.pt").exists():
             raise QgsProcessingException(
-                self.tr("{} already holds a trained model; choose another model folder").format(
-                    out
-                )
+                self.tr("{} already holds a trained model; choose another model folder").format(out)
             )
         samples, _crs = self.export_input(parameters, context, feedback, self.work_dir())
         value = self.parameterAsDouble
