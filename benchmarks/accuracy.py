@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 
 import pandas as pd
 
-from swclip_core.config import TrainConfig
+from swclip_core.config import DEFAULT_METHOD, TrainConfig
 from swclip_core.data.splits import random_split, spatial_block_split
 from swclip_core.device import resolve_device
 from swclip_core.evaluate import caption_table, evaluate
@@ -51,6 +54,15 @@ def finished(run_dir: Path, objective: str, epochs: int) -> bool:
     return metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
 
 
+def run_folder(runs: Path, objective: str, config: TrainConfig) -> Path:
+    """Where one objective's run with these settings lives. The name carries a digest of the
+    settings, so a resumed bench never scores a run trained with other settings, and a sweep
+    variant that equals the defaults reuses the main table's run."""
+    settings = replace(config, objective=objective, device="", num_workers=0).to_dict()
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode(), usedforsecurity=False)
+    return runs / f"{objective}-{digest.hexdigest()[:10]}"
+
+
 def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, cache: Path):
     """The model of one objective (trained unless zero-shot), its weights' fingerprint and the
     image-kNN gallery it uses (image-knn itself and the fused predictor), else None."""
@@ -60,8 +72,9 @@ def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, ca
         return create_backbone(config.backbone, device=device), config, "", None
     if objective == FUSED:
         model, loaded, fingerprint, _ = trained_model("swclip", config, train_set, runs, cache)
-        return model, loaded, fingerprint, load_knn(runs / "image-knn", device)
-    run_dir = runs / objective
+        *_, knn = trained_model("image-knn", config, train_set, runs, cache)
+        return model, loaded, fingerprint, knn
+    run_dir = run_folder(runs, objective, config)
     if not finished(run_dir, objective, config.epochs):
         # An interrupted bench resumes its runs instead of scoring half-trained models.
         train(
@@ -80,9 +93,11 @@ def run_accuracy(
     seeds: tuple[int, ...] = (0, 1, 2),
     objectives: tuple[str, ...] = OBJECTIVES,
     splits: tuple[str, ...] = SPLITS,
+    protocols: tuple[str, ...] = PROTOCOLS,
+    methods: tuple[str, ...] = (DEFAULT_METHOD,),
     base: TrainConfig | None = None,
 ) -> Iterator[dict]:
-    """Yield one record per dataset × split × seed × objective × protocol."""
+    """Yield one record per dataset × split × seed × objective × protocol × prediction method."""
     base = base or TrainConfig()
     cache = work / "cache"
     device = resolve_device(base.device)
@@ -105,7 +120,9 @@ def run_accuracy(
                     model, loaded, fingerprint, knn = trained_model(
                         objective, config, train_set, runs, cache
                     )
-                    for protocol in ("open",) if objective == FUSED else PROTOCOLS:
+                    for protocol, method in product(protocols, methods):
+                        if objective == FUSED and protocol != "open":
+                            continue
                         result = evaluate(
                             model,
                             loaded,
@@ -116,11 +133,13 @@ def run_accuracy(
                             model_fingerprint=fingerprint,
                             cache_dir=cache,
                             knn=knn,
+                            method=method,
                         )
                         record = {
                             "dataset": dataset.name,
                             "objective": objective,
                             "protocol": protocol,
+                            "method": method,
                             "split": split,
                             "seed": seed,
                             **{k: float(result.summary[k]) for k in FIGURES},

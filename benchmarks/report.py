@@ -88,3 +88,20 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
             f"({by.median_error_m.min():,.0f} m)."
         )
     return lines
+
+
+def methods_table(records: list[dict]) -> list[str]:
+    """Median error (mean ± sd over seeds) of each prediction method, per data set, split and
+    objective; open protocol."""
+    frame = pd.DataFrame(records)
+    methods = list(dict.fromkeys(frame["method"]))
+    grouped = frame.groupby(["dataset", "split", "objective", "method"], sort=False)
+    mean, sd = grouped["median_error_m"].mean(), grouped["median_error_m"].std(ddof=0)
+    lines = [
+        "| data set | split | objective | " + " | ".join(f"{m} (m)" for m in methods) + " |",
+        "| --- | --- | --- |" + " ---: |" * len(methods),
+    ]
+    for key in dict.fromkeys(zip(frame.dataset, frame.split, frame.objective, strict=True)):
+        cells = [fmt(mean[(*key, m)], sd[(*key, m)], True) for m in methods]
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+    return lines

@@ -14,16 +14,14 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from swclip_core.config import SpatialKernel, TrainConfig
+from swclip_core.config import METHODS, MODE_RADIUS_M, SpatialKernel, TrainConfig
 from swclip_core.device import resolve_device
 
-from . import accuracy, datasets, report, speed
+from . import accuracy, datasets, report, speed, sweep
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = datasets.SAMPLE_DATA
@@ -35,6 +33,9 @@ def machine() -> str:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"device {resolve_device('auto')}"
     )
+
+
+GENERATED = ("isle-of-man", "scotland-os-names")
 
 
 def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
@@ -66,34 +67,6 @@ def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
     return found[:1] + found[3:] if quick else found
 
 
-def sweep(dataset: datasets.Dataset, work: Path, base: TrainConfig) -> list[dict]:
-    """One setting at a time around the defaults; random split, seed 0, both protocols."""
-    variants: list[tuple[str, TrainConfig]] = [("defaults", base)]
-    for scale in (50.0, 1000.0):
-        variants.append(
-            (f"scale_m={scale:g}", replace(base, kernel=replace(base.kernel, scale_m=scale)))
-        )
-    for bonus in (0.0, 1.0):
-        variants.append(
-            (
-                f"street_bonus={bonus:g}",
-                replace(base, kernel=replace(base.kernel, street_bonus=bonus)),
-            )
-        )
-    for value in (0.0, 1.0):
-        variants.append((f"lambda_nc={value:g}", replace(base, lambda_nc=value)))
-    for value in (0.0, 0.5):
-        variants.append((f"lambda_fair={value:g}", replace(base, lambda_fair=value)))
-    records = []
-    for label, config in variants:
-        one = replace(dataset, name=f"{dataset.name}-sweep-{label}")
-        for record in accuracy.run_accuracy(
-            [one], work, seeds=(0,), objectives=("swclip",), splits=("random",), base=config
-        ):
-            records.append({**record, "variant": label})
-    return records
-
-
 def hyperparameters(config: TrainConfig) -> list[str]:
     k: SpatialKernel = config.kernel
     return [
@@ -103,7 +76,8 @@ def hyperparameters(config: TrainConfig) -> list[str]:
         f"{config.batch_size} with {config.neighbours_per_anchor} neighbours per anchor; AdamW lr "
         f"{config.lr:g} (heads {config.head_lr:g}), weight decay {config.weight_decay:g}, "
         f"{config.text_layers} top text layers trained; cached-feature mode; backbone "
-        f"{config.backbone}."
+        f"{config.backbone}; predictions: `{METHODS[0]}` of the top 5 (radius "
+        f"{MODE_RADIUS_M:g} m)."
     ]
 
 
@@ -132,6 +106,18 @@ def main() -> None:
             flush=True,
         )
     summary = accuracy.summarise(records)
+    # Evaluation only: the prediction methods on the runs just trained.
+    method_records = list(
+        accuracy.run_accuracy(
+            data,
+            work,
+            seeds=seeds,
+            objectives=("clip", "swclip"),
+            protocols=("open",),
+            methods=METHODS,
+            base=base,
+        )
+    )
 
     photo_paths = data[-1].samples["image_path"].tolist()
     scene_paths = data[0].samples["image_path"].tolist()
@@ -149,7 +135,8 @@ def main() -> None:
     }
     if not args.quick:
         speed_result["geoclip"] = speed.geoclip_localization(photo_paths[0])
-    sweep_records = [] if args.quick else sweep(data[0], work, base)
+    generated = [d for d in data if d.name in GENERATED]
+    sweep_records = [] if args.quick else sweep.sweep(generated, work, base, seeds)
 
     args.out.mkdir(parents=True, exist_ok=True)
     plots = [
@@ -161,6 +148,7 @@ def main() -> None:
         "records": records,
         "speed": speed_result,
         "sweep": sweep_records,
+        "methods": method_records,
     }
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
 
@@ -199,21 +187,32 @@ def main() -> None:
             for protocol in accuracy.PROTOCOLS:
                 lines += ["", f"**{split} split, {protocol} set**", ""]
                 lines += report.table1(summary, d.name, split, protocol)
-    lines += ["", "## Speed", "", *speed.summarise_speed(speed_result)]
+    lines += [
+        "",
+        "## Prediction methods (open set)",
+        "",
+        "How the top-K candidates (K = 5, the default) become one coordinate "
+        "(swclip_core.retrieval): `mode` "
+        f"averages the heaviest group of candidates within {MODE_RADIUS_M:g} m of one another, "
+        "`weighted` all of them (SPEC 6), `top1` takes the best. The tables above use "
+        f"`{METHODS[0]}`, the default of `swclip predict`.",
+        "",
+        *report.methods_table(method_records),
+        "",
+        "## Speed",
+        "",
+        *speed.summarise_speed(speed_result),
+    ]
     if sweep_records:
-        sweep_table = pd.DataFrame(sweep_records)
         lines += [
             "",
-            "## Sensitivity of SW-CLIP's settings (isle-of-man, random split, seed 0)",
+            "## Sensitivity of SW-CLIP's settings (random split, median error mean ± sd over "
+            f"seeds {list(seeds)})",
             "",
-            "| variant | protocol | median error (m) | R@1 | SSI |",
-            "| --- | --- | ---: | ---: | ---: |",
+            sweep.__doc__.split("\n\n")[1].replace("\n", " "),
+            "",
+            *sweep.table(sweep_records),
         ]
-        for row in sweep_table.itertuples():
-            lines.append(
-                f"| {row.variant} | {row.protocol} | {row.median_error_m:,.0f} | "
-                f"{row.r_at_1:.3f} | {row.ssi:.3f} |"
-            )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'results.md'} and results.json")
 
