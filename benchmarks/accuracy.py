@@ -30,6 +30,8 @@ OBJECTIVES = ("zero-shot", "clip", "swclip", "semivariogram", "geoclip", "image-
 FUSED = "fused"
 PROTOCOLS = ("closed", "open")
 SPLITS = ("random", "spatial")
+# Settings only the swclip objective reads (swclip_core.train): other objectives ignore them.
+SWCLIP_ONLY = ("kernel", "lambda_nc", "lambda_fair", "nc_temperature")
 FIGURES = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
 
 
@@ -56,9 +58,13 @@ def finished(run_dir: Path, objective: str, epochs: int) -> bool:
 
 def run_folder(runs: Path, objective: str, config: TrainConfig) -> Path:
     """Where one objective's run with these settings lives. The name carries a digest of the
-    settings, so a resumed bench never scores a run trained with other settings, and a sweep
-    variant that equals the defaults reuses the main table's run."""
+    settings the objective reads, so a resumed bench never scores a run trained with other
+    settings, and runs that would be identical are shared (a sweep row equal to the defaults,
+    a plain CLIP run whatever SW-CLIP's kernel is)."""
     settings = replace(config, objective=objective, device="", num_workers=0).to_dict()
+    if objective != "swclip":
+        for name in SWCLIP_ONLY:
+            settings.pop(name)
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode(), usedforsecurity=False)
     return runs / f"{objective}-{digest.hexdigest()[:10]}"
 

@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="swclip-bench-"))
+    reused = sum(1 for _ in work.glob("runs/*/*/seed*/*"))  # runs of an earlier, resumed bench
     started = time.perf_counter()
     base = TrainConfig()
     data = build_datasets(work, args.quick)
@@ -156,7 +157,9 @@ def main() -> None:
         "# SW-CLIP benchmarks",
         "",
         f"Made by `make bench` ({'quick smoke run' if args.quick else 'full run'}) on "
-        f"{payload['date']} in {(time.perf_counter() - started) / 60:.0f} min; machine: "
+        f"{payload['date']} in {(time.perf_counter() - started) / 60:.0f} min"
+        f"{f' (resumed: {reused} finished runs reused from the work folder)' if reused else ''}; "
+        "machine: "
         f"{payload['machine']}. Backbone swclip-lite (EfficientNet-Lite0 + MiniLM-L6, offline), "
         f"seeds {list(seeds)}, 80/20 splits (random; spatial blocks hold whole grid cells out). "
         "Protocols: closed = gallery of the test samples' own captions (R@1 and Geo-Align "
