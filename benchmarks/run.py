@@ -158,8 +158,7 @@ def main() -> None:
         "",
         f"Made by `make bench` ({'quick smoke run' if args.quick else 'full run'}) on "
         f"{payload['date']} in {(time.perf_counter() - started) / 60:.0f} min"
-        f"{f' (resumed: {reused} finished runs reused from the work folder)' if reused else ''}; "
-        "machine: "
+        f"{f' (resumed: {reused} earlier run folders reused)' if reused else ''}; machine: "
         f"{payload['machine']}. Backbone swclip-lite (EfficientNet-Lite0 + MiniLM-L6, offline), "
         f"seeds {list(seeds)}, 80/20 splits (random; spatial blocks hold whole grid cells out). "
         "Protocols: closed = gallery of the test samples' own captions (R@1 and Geo-Align "
@@ -173,6 +172,17 @@ def main() -> None:
             f"- **{d.name}**: {d.note}; {d.epochs} epochs; spatial blocks of {d.block_m:g} m."
             for d in data
         ),
+        "",
+        "## Objectives (rows)",
+        "",
+        "- **zero-shot**: the backbone without fine-tuning (plain CLIP); swclip-lite's projection "
+        "heads are untrained (seeded), so this row is chance level.",
+        "- **clip**: fine-tuned on the location captions with CLIP's one-hot InfoNCE: the "
+        "paper's 'only location-as-text' ablation, and the baseline SW-CLIP must beat.",
+        "- **swclip**: soft labels from the distance-decay kernel, plus neighbourhood consistency "
+        "and regional fairness (SPEC 3-4).",
+        "- **semivariogram**, **geoclip**: the peers of SPEC 5; **image-knn**: nearest training "
+        "images by frozen features; **fused**: swclip's caption retrieval mixed with image-knn.",
         "",
         "## Settings",
         "",
