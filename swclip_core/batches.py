@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import BallTree
 
+from .geo import EARTH_RADIUS_M
+
 
 def nearest_neighbours(lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:
     """Indices ``(N, k)`` of each sample's k nearest other samples by great-circle distance."""
@@ -25,6 +27,19 @@ def nearest_neighbours(lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:
     for i, row in enumerate(index):
         out[i] = [j for j in row if j != i][:k]
     return out
+
+
+def neighbour_spacing_m(lat: np.ndarray, lon: np.ndarray, k: int = 3) -> float | None:
+    """The typical spacing of a set of places: the median great-circle distance (metres) from each
+    distinct location to its k-th nearest other distinct location. Repeated photos of one place
+    count once, so they do not pull the spacing to zero. None with fewer than two locations."""
+    points = np.unique(np.round(np.column_stack([lat, lon]), 6), axis=0)
+    if len(points) < 2:
+        return None
+    k = min(k, len(points) - 1)
+    radians = np.radians(points)
+    distance, _ = BallTree(radians, metric="haversine").query(radians, k=k + 1)
+    return float(np.median(distance[:, k]) * EARTH_RADIUS_M)  # column 0 is the point itself
 
 
 def neighbourhood_batches(

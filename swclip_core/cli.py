@@ -74,6 +74,24 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def metres_or(word: str):
+    """An argparse type: a positive number of metres, or ``word`` for None (auto, none)."""
+
+    def parse(text: str) -> float | None:
+        if text.strip().lower() == word:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected metres > 0 or {word!r}, got {text!r}")
+        return value
+
+    parse.__name__ = f"metres or {word}"  # argparse names the type in its error message
+    return parse
+
+
 def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     from .config import METHODS, MODE_RADIUS_M
 
@@ -212,7 +230,15 @@ def add_surface_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import KERNELS, MODES, OBJECTIVES, TrainConfig
+    from .config import (
+        KERNELS,
+        MIN_SCALE_M,
+        MODES,
+        OBJECTIVES,
+        SCALE_NEIGHBOURS,
+        SCALE_PER_SPACING,
+        TrainConfig,
+    )
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -272,15 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     spatial.add_argument("--kernel", choices=KERNELS, default=defaults.kernel.kernel)
     spatial.add_argument(
         "--scale-m",
-        type=float,
+        type=metres_or("auto"),
         default=defaults.kernel.scale_m,
-        help="distance-decay scale in metres (default %(default)s)",
+        help=f"distance-decay scale in metres, or auto (default): {SCALE_PER_SPACING:g} x the "
+        f"median distance from each training location to its k-th nearest one (k = "
+        f"{SCALE_NEIGHBOURS}), "
+        f"at least {MIN_SCALE_M:g} m; the value used is saved in the run's config.json",
     )
     spatial.add_argument(
         "--cutoff-m",
-        type=float,
+        type=metres_or("none"),
         default=defaults.kernel.cutoff_m,
-        help="no spatial weight beyond this distance (default %(default)s)",
+        help="no spatial weight beyond this distance in metres, or none (default)",
     )
     spatial.add_argument("--street-bonus", type=float, default=defaults.kernel.street_bonus)
     spatial.add_argument("--city-bonus", type=float, default=defaults.kernel.city_bonus)

@@ -25,12 +25,23 @@ MODE_RADIUS_M = 5_000.0  # about a town: candidates closer than this count as on
 DEFAULT_METHOD = METHODS[0]
 
 
+# The automatic kernel scale: SCALE_PER_SPACING times the median distance from each training
+# location to its SCALE_NEIGHBOURS-th nearest one (the places a neighbourhood batch puts together),
+# never below MIN_SCALE_M, about a phone GPS fix's accuracy. Set from `make bench`'s sweep, where
+# the best fixed scale followed the place list's spacing (benchmarks/results.md).
+SCALE_NEIGHBOURS = 3
+SCALE_PER_SPACING = 1.0
+MIN_SCALE_M = 10.0
+
+
 @dataclass
 class SpatialKernel:
     """Distance-decay kernel that turns geodesic distances into soft labels (SPEC section 3)."""
 
-    scale_m: float = 250.0
-    cutoff_m: float | None = 2_000.0
+    # None: set when training starts from the training locations' spacing (train.resolve_kernel);
+    # the run's config.json records the value used.
+    scale_m: float | None = None
+    cutoff_m: float | None = None  # no weight beyond this distance; None: no cutoff
     kernel: str = "exponential"
     street_bonus: float = 0.5
     city_bonus: float = 0.0
@@ -62,8 +73,7 @@ class TrainConfig:
     nc_temperature: float = 0.1
     # geoclip: past batches' GPS kept as extra negatives (GeoCLIP's dynamic queue), and the
     # standard deviation (metres, per axis) of the Gaussian noise on positive GPS. 150 m is
-    # GeoCLIP's positive-noise scale; it stays below the swclip kernel scale (250 m), so the
-    # peer is not handed a wider spatial tolerance than SW-CLIP.
+    # GeoCLIP's own positive-noise scale, kept as the peer's setting.
     gps_queue_size: int = 4096
     gps_noise_m: float = 150.0
     caption_precision: int = 5
@@ -81,8 +91,10 @@ class TrainConfig:
             raise InputError(f"unknown kernel {self.kernel.kernel!r}; choose one of {KERNELS}")
         if self.epochs < 1 or self.batch_size < 2:
             raise InputError("epochs must be >= 1 and batch size >= 2")
-        if self.kernel.scale_m <= 0:
-            raise InputError("the kernel scale (metres) must be positive")
+        if self.kernel.scale_m is not None and self.kernel.scale_m <= 0:
+            raise InputError("the kernel scale (metres) must be positive, or auto")
+        if self.kernel.cutoff_m is not None and self.kernel.cutoff_m <= 0:
+            raise InputError("the kernel cutoff (metres) must be positive, or none")
         if self.gps_queue_size < 0 or self.gps_noise_m < 0:
             raise InputError("gps_queue_size and gps_noise_m must be >= 0")
 

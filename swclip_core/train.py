@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .batches import neighbour_spacing_m
 from .captions import CaptionTemplate, captions_for
-from .config import TrainConfig
+from .config import MIN_SCALE_M, SCALE_NEIGHBOURS, SCALE_PER_SPACING, TrainConfig
 from .data.images import ImageDataset
 from .device import autocast, resolve_device
 from .errors import InputError, ModelError
@@ -123,6 +125,20 @@ def start_run(
     return run_dir, samples, captions
 
 
+def resolve_kernel(config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
+    """``config`` with an automatic kernel scale (``scale_m=None``) replaced by the value for
+    these training locations (the rule is in swclip_core.config, next to SCALE_PER_SPACING)."""
+    if config.kernel.scale_m is not None:
+        return config
+    spacing = neighbour_spacing_m(
+        samples["lat"].to_numpy(dtype=float),
+        samples["lon"].to_numpy(dtype=float),
+        k=SCALE_NEIGHBOURS,
+    )
+    scale = max(SCALE_PER_SPACING * (spacing or 0.0), MIN_SCALE_M)
+    return replace(config, kernel=replace(config.kernel, scale_m=round(scale, 1)))
+
+
 def train(
     samples: pd.DataFrame,
     config: TrainConfig,
@@ -158,6 +174,7 @@ def train(
             progress=progress,
             cancel=cancel,
         )
+    config = resolve_kernel(config, samples)
     run_dir, samples, captions = start_run(
         samples, config, run_dir, marker=CHECKPOINT, resume=resume
     )

@@ -88,6 +88,10 @@ def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
     assert train_model.OBJECTIVES == config.OBJECTIVES
     assert train_model.MODES == config.MODES
     assert train_model.KERNELS == config.KERNELS
+    defaults = config.TrainConfig()
+    assert defaults.lambda_nc == train_model.LAMBDA_NC
+    assert defaults.lambda_fair == train_model.LAMBDA_FAIR
+    assert defaults.kernel.scale_m is None and defaults.kernel.cutoff_m is None  # the plugin's 0
     assert base.RETRIEVAL_METHODS == config.METHODS  # the first is the default of both
     assert base.MODE_RADIUS_M == config.MODE_RADIUS_M
 

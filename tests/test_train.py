@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from swclip_core.config import TrainConfig
+from swclip_core.batches import neighbour_spacing_m
+from swclip_core.config import MIN_SCALE_M, SCALE_PER_SPACING, SpatialKernel, TrainConfig
 from swclip_core.data import read_samples
 from swclip_core.device import resolve_device
 from swclip_core.errors import CancelledError, InputError
 from swclip_core.evaluate import evaluate
 from swclip_core.loop import cosine_schedule
 from swclip_core.models import create_backbone
-from swclip_core.train import CHECKPOINT, load_trained, train
+from swclip_core.train import CHECKPOINT, load_trained, resolve_kernel, train
 
 from .conftest import PHOTOS
 
@@ -68,6 +70,21 @@ def test_training_improves_retrieval_over_the_untrained_model(photos, tmp_path, 
     trained = evaluate(backbone, loaded, photos, device=device, cache_dir=feature_cache)
     assert trained.summary["median_error_m"] < untrained.summary["median_error_m"]
     assert trained.summary["geo_align"] > untrained.summary["geo_align"]
+    # The automatic kernel scale was set from the photos' spacing and recorded for a rerun.
+    spacing = neighbour_spacing_m(photos["lat"].to_numpy(), photos["lon"].to_numpy(), k=3)
+    assert loaded.kernel.scale_m == pytest.approx(
+        max(SCALE_PER_SPACING * spacing, MIN_SCALE_M), abs=0.05
+    )
+
+
+def test_automatic_kernel_scale_follows_the_spacing_and_a_given_one_is_kept():
+    lat = 54.15 + np.arange(20) * 0.001  # 111 m apart along a meridian: 3rd neighbour at 222 m
+    samples = pd.DataFrame({"lat": lat, "lon": np.full(20, -4.48)})
+    resolved = resolve_kernel(TrainConfig(), samples)
+    assert resolved.kernel.scale_m == pytest.approx(SCALE_PER_SPACING * 2 * 111.2, rel=1e-2)
+    assert resolve_kernel(TrainConfig(), samples.iloc[:1]).kernel.scale_m == MIN_SCALE_M
+    given = TrainConfig(kernel=SpatialKernel(scale_m=75.0))
+    assert resolve_kernel(given, samples) is given
 
 
 def test_cosine_schedule_warms_up_then_decays():

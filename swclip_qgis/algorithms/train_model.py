@@ -23,6 +23,7 @@ from .base import SwclipAlgorithm
 OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
+LAMBDA_NC, LAMBDA_FAIR = 0.5, 0.1  # swclip_core.config.TrainConfig's defaults
 
 
 class TrainModelAlgorithm(SwclipAlgorithm):
@@ -97,10 +98,10 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             )
         )
         for name, label, default in (
-            (self.SCALE_M, "Kernel scale (metres)", 250.0),
-            (self.CUTOFF_M, "Kernel cutoff (metres)", 2000.0),
-            (self.LAMBDA_NC, "Weight of the neighbourhood-consistency term", 0.5),
-            (self.LAMBDA_FAIR, "Weight of the regional fairness term", 0.1),
+            (self.SCALE_M, "Kernel scale (metres; 0 = automatic, from the points' spacing)", 0.0),
+            (self.CUTOFF_M, "Kernel cutoff (metres; 0 = none)", 0.0),
+            (self.LAMBDA_NC, "Weight of the neighbourhood-consistency term", LAMBDA_NC),
+            (self.LAMBDA_FAIR, "Weight of the regional fairness term", LAMBDA_FAIR),
         ):
             self.add_metres(name, label, default, advanced=True)
         self.add_advanced(
@@ -135,8 +136,8 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             "--backbone", self.parameterAsString(parameters, self.BACKBONE, context),
             "--mode", MODES[self.parameterAsEnum(parameters, self.MODE, context)],
             "--kernel", KERNELS[self.parameterAsEnum(parameters, self.KERNEL, context)],
-            "--scale-m", value(parameters, self.SCALE_M, context),
-            "--cutoff-m", value(parameters, self.CUTOFF_M, context),
+            "--scale-m", value(parameters, self.SCALE_M, context) or "auto",
+            "--cutoff-m", value(parameters, self.CUTOFF_M, context) or "none",
             "--lambda-nc", value(parameters, self.LAMBDA_NC, context),
             "--lambda-fair", value(parameters, self.LAMBDA_FAIR, context),
             "--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context),
