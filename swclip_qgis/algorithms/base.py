@@ -162,6 +162,16 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
             )
         )
 
+    def add_predictions_layer(self) -> None:
+        """The input: a predictions point layer written by Localize layer."""
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.INPUT,
+                self.tr("Predictions (point layer from Localize layer)"),
+                [QgsProcessing.TypeVectorPoint],
+            )
+        )
+
     def add_model_folder(self) -> None:
         self.addParameter(
             QgsProcessingParameterFile(

@@ -18,7 +18,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFeatureSource,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -57,13 +56,7 @@ class ErrorLinesAlgorithm(SwclipAlgorithm):
     OUTPUT = "OUTPUT"
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(
-                self.INPUT,
-                self.tr("Predictions (point layer from Localize layer)"),
-                [QgsProcessing.TypeVectorPoint],
-            )
-        )
+        self.add_predictions_layer()
         self.add_run_name()
         self.addParameter(
             QgsProcessingParameterFeatureSink(

@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterRasterDestination,
 )
 
@@ -46,13 +44,7 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
     OUTPUT = "OUTPUT"
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(
-                self.INPUT,
-                self.tr("Predictions (point layer from Localize layer)"),
-                [QgsProcessing.TypeVectorPoint],
-            )
-        )
+        self.add_predictions_layer()
         self.add_metres(self.CELL_M, "Cell size in metres (0: automatic)", 0.0)
         self.add_metres(self.POWER, "IDW power", 2.0, minimum=0.1, advanced=True)
         self.add_metres(

@@ -87,13 +87,7 @@ class FairnessChoroplethAlgorithm(SwclipAlgorithm):
     OUTPUT = "OUTPUT"
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
-        self.addParameter(
-            QgsProcessingParameterFeatureSource(
-                self.INPUT,
-                self.tr("Predictions (point layer from Localize layer)"),
-                [QgsProcessing.TypeVectorPoint],
-            )
-        )
+        self.add_predictions_layer()
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.REGIONS, self.tr("Region polygons"), [QgsProcessing.TypeVectorPolygon]
