@@ -18,7 +18,15 @@ from pathlib import Path
 
 import torch
 
-from swclip_core.config import METHODS, MODE_RADIUS_M, SpatialKernel, TrainConfig
+from swclip_core.config import (
+    METHODS,
+    MIN_SCALE_M,
+    MODE_RADIUS_M,
+    SCALE_NEIGHBOURS,
+    SCALE_PER_SPACING,
+    SpatialKernel,
+    TrainConfig,
+)
 from swclip_core.device import resolve_device
 
 from . import accuracy, datasets, report, speed, sweep
@@ -67,10 +75,21 @@ def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
     return found[:1] + found[3:] if quick else found
 
 
+def describe_scale(scale_m: float | None) -> str:
+    if scale_m is not None:
+        return f"{scale_m:g} m"
+    return (
+        f"automatic ({SCALE_PER_SPACING:g} x the median distance from each training location to "
+        f"its {SCALE_NEIGHBOURS}rd nearest one, at least {MIN_SCALE_M:g} m; per run in its "
+        "config.json)"
+    )
+
+
 def hyperparameters(config: TrainConfig) -> list[str]:
     k: SpatialKernel = config.kernel
     return [
-        f"kernel {k.kernel}, scale {k.scale_m:g} m, cutoff {k.cutoff_m} m, street bonus "
+        f"kernel {k.kernel}, scale {describe_scale(k.scale_m)}, cutoff "
+        f"{'none' if k.cutoff_m is None else f'{k.cutoff_m:g} m'}, street bonus "
         f"{k.street_bonus:g}, city bonus {k.city_bonus:g}; λ_nc {config.lambda_nc:g} "
         f"(temperature {config.nc_temperature:g}), λ_fair {config.lambda_fair:g}; batch "
         f"{config.batch_size} with {config.neighbours_per_anchor} neighbours per anchor; AdamW lr "
@@ -137,7 +156,7 @@ def main() -> None:
     if not args.quick:
         speed_result["geoclip"] = speed.geoclip_localization(photo_paths[0])
     generated = [d for d in data if d.name in GENERATED]
-    sweep_records = [] if args.quick else sweep.sweep(generated, work, base, seeds)
+    sweep_records = sweep.sweep(generated, work, base, seeds)  # quick: one seed, one list
 
     args.out.mkdir(parents=True, exist_ok=True)
     plots = [

@@ -2,9 +2,9 @@
 
 One setting changes at a time around the first release's settings (``CENTRE``), on both
 generated place lists (one with many addresses per street, one with one point per road), random
-split, every seed; the current defaults, chosen from this table, are a row of their own. Plain
-CLIP at the same budgets is the reference row. Runs are keyed by their settings
-(accuracy.run_folder), so the "defaults" and "clip" rows reuse the main table's runs.
+split, every seed, default prediction method; the current defaults, chosen from this table, are
+a row of their own. Plain CLIP at the same budgets is the reference row. Runs are keyed by their
+settings (accuracy.run_folder), so the "defaults" and "clip" rows reuse the main table's runs.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def variants(defaults: TrainConfig) -> list[tuple[str, str, TrainConfig, bool]]:
             changed = replace(base, lambda_fair=value)
             rows.append((f"lambda_fair={value:g}", "swclip", changed, False))
     rows.append((f"0.1.0 settings, {LONG_EPOCHS} epochs", "swclip", base, True))
-    rows.append(("current defaults", "swclip", defaults, False))
-    rows.append((f"current defaults, {LONG_EPOCHS} epochs", "swclip", defaults, True))
+    rows.append(("defaults (automatic scale, no cutoff)", "swclip", defaults, False))
+    rows.append((f"defaults, {LONG_EPOCHS} epochs", "swclip", defaults, True))
     rows.append((f"clip (reference), {LONG_EPOCHS} epochs", "clip", defaults, True))
     return rows
 
