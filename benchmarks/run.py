@@ -241,7 +241,7 @@ def main() -> None:
             "## Sensitivity of SW-CLIP's settings (random split, median error mean ± sd over "
             f"seeds {list(seeds)})",
             "",
-            sweep.__doc__.split("\n\n")[1].replace("\n", " "),
+            sweep.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "`"),
             "",
             *sweep.table(sweep_records),
         ]

@@ -79,7 +79,7 @@ class TrainConfig:
     caption_precision: int = 5
     seed: int = 0
     device: str = "auto"
-    num_workers: int = 2
+    num_workers: int | None = None  # image-decoding processes; None: features.decode_workers
 
     def validate(self) -> None:
         """Raise InputError on settings that cannot work, naming the option and the choices."""

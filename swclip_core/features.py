@@ -50,6 +50,17 @@ def file_digest(path: str | os.PathLike) -> str:
 DECODING_VERSION = 2
 
 
+def decode_workers(device: torch.device, requested: int | None = None) -> int:
+    """DataLoader worker processes for decoding images: ``requested``, else none on a CPU and up
+    to 4 beside a GPU. On a CPU the forward pass already uses every core, so worker processes only
+    add start-up and copying: `make bench` measured the main process decoding faster on 2 cores
+    (scenes 30.7 vs 29.1 images/s, photos 24.6 vs 16.5). Beside a GPU they overlap decoding with
+    the forward pass."""
+    if requested is not None:
+        return requested
+    return 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
+
+
 class FeatureCache:
     """One ``.npy`` file per (backbone, image content) under
     ``root/features/<backbone key>-d<decoding version>/``."""
@@ -82,7 +93,7 @@ def extract_image_features(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     batch_size: int = 32,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
@@ -90,6 +101,7 @@ def extract_image_features(
 
     Pass ``cache_dir=None`` to use :func:`default_cache_dir`, and ``use_cache=False`` for a backbone
     whose image tower was fine-tuned (its features are no longer those of ``backbone.cache_key``).
+    ``num_workers`` decoding processes: None chooses (:func:`decode_workers`).
     """
     cache = (
         FeatureCache(cache_dir or default_cache_dir(), backbone.cache_key) if use_cache else None
@@ -108,7 +120,7 @@ def extract_image_features(
         loader = DataLoader(
             dataset,
             batch_size=batch_size,
-            num_workers=num_workers,
+            num_workers=decode_workers(device, num_workers),
             pin_memory=device.type == "cuda",
         )
         backbone.eval()

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .batches import nearest_neighbours, neighbourhood_batches, random_batches
 from .config import TrainConfig
 from .errors import CancelledError, ModelError
-from .features import ProgressFn
+from .features import ProgressFn, decode_workers
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -147,7 +147,11 @@ def run_epochs(
             objective.model.train(objective.train_mode)
             batches = plan.epoch()
             loader = (
-                DataLoader(objective.images, batch_sampler=batches, num_workers=config.num_workers)
+                DataLoader(
+                    objective.images,
+                    batch_sampler=batches,
+                    num_workers=decode_workers(device, config.num_workers),
+                )
                 if objective.images is not None
                 else ((None, None) for _ in batches)
             )
