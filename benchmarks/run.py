@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 from swclip_core.config import (
+    AUTO_SCALE_RULE,
+    DEFAULT_METHOD,
     METHODS,
-    MIN_SCALE_M,
     MODE_RADIUS_M,
-    SCALE_NEIGHBOURS,
-    SCALE_PER_SPACING,
     SpatialKernel,
     TrainConfig,
 )
@@ -78,11 +77,7 @@ def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
 def describe_scale(scale_m: float | None) -> str:
     if scale_m is not None:
         return f"{scale_m:g} m"
-    return (
-        f"automatic ({SCALE_PER_SPACING:g} x the median distance from each training location to "
-        f"its {SCALE_NEIGHBOURS}rd nearest one, at least {MIN_SCALE_M:g} m; per run in its "
-        "config.json)"
-    )
+    return f"automatic ({AUTO_SCALE_RULE}; per run in its config.json)"
 
 
 def hyperparameters(config: TrainConfig) -> list[str]:
@@ -95,7 +90,7 @@ def hyperparameters(config: TrainConfig) -> list[str]:
         f"{config.batch_size} with {config.neighbours_per_anchor} neighbours per anchor; AdamW lr "
         f"{config.lr:g} (heads {config.head_lr:g}), weight decay {config.weight_decay:g}, "
         f"{config.text_layers} top text layers trained; cached-feature mode; backbone "
-        f"{config.backbone}; predictions: `{METHODS[0]}` of the top 5 (radius "
+        f"{config.backbone}; predictions: `{DEFAULT_METHOD}` of the top 5 (radius "
         f"{MODE_RADIUS_M:g} m)."
     ]
 
@@ -227,7 +222,7 @@ def main() -> None:
         "(swclip_core.retrieval): `mode` "
         f"averages the heaviest group of candidates within {MODE_RADIUS_M:g} m of one another, "
         "`weighted` all of them (SPEC 6), `top1` takes the best. The tables above use "
-        f"`{METHODS[0]}`, the default of `swclip predict`.",
+        f"`{DEFAULT_METHOD}`, the default of `swclip predict`.",
         "",
         *report.methods_table(method_records),
         "",

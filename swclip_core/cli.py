@@ -93,7 +93,7 @@ def metres_or(word: str):
 
 
 def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
-    from .config import METHODS, MODE_RADIUS_M
+    from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 
     parser.add_argument(
         "--top-k", type=int, default=5, help="gallery entries per image (default 5)"
@@ -101,7 +101,7 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         choices=METHODS,
-        default=METHODS[0],
+        default=DEFAULT_METHOD,
         help="mode (default): weighted mean of the heaviest group of top-K entries lying within "
         "--mode-radius-m of one another; weighted: softmax-weighted mean of all top-K (lands "
         "between far-apart candidates); top1: the best entry",
@@ -230,15 +230,7 @@ def add_surface_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import (
-        KERNELS,
-        MIN_SCALE_M,
-        MODES,
-        OBJECTIVES,
-        SCALE_NEIGHBOURS,
-        SCALE_PER_SPACING,
-        TrainConfig,
-    )
+    from .config import AUTO_SCALE_RULE, KERNELS, MODES, OBJECTIVES, TrainConfig
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -300,10 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale-m",
         type=metres_or("auto"),
         default=defaults.kernel.scale_m,
-        help=f"distance-decay scale in metres, or auto (default): {SCALE_PER_SPACING:g} x the "
-        f"median distance from each training location to its k-th nearest one (k = "
-        f"{SCALE_NEIGHBOURS}), "
-        f"at least {MIN_SCALE_M:g} m; the value used is saved in the run's config.json",
+        help=f"distance-decay scale in metres, or auto (default): {AUTO_SCALE_RULE}; the value "
+        "used is saved in the run's config.json",
     )
     spatial.add_argument(
         "--cutoff-m",

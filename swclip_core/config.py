@@ -33,6 +33,10 @@ DEFAULT_METHOD = METHODS[0]
 SCALE_NEIGHBOURS = 3
 SCALE_PER_SPACING = 1.0
 MIN_SCALE_M = 10.0
+AUTO_SCALE_RULE = (
+    f"{SCALE_PER_SPACING:g} x the median distance from each training location to its k-th "
+    f"nearest one (k = {SCALE_NEIGHBOURS}), at least {MIN_SCALE_M:g} m"
+)  # for --help and reports
 
 
 @dataclass
