@@ -74,21 +74,22 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def metres_or(word: str):
-    """An argparse type: a positive number of metres, or ``word`` for None (auto, none)."""
+def metres_or(word: str | None):
+    """An argparse type: a positive number of metres, or ``word`` (if any) for None."""
+    expected = "metres > 0" + (f" or {word!r}" if word else "")
 
     def parse(text: str) -> float | None:
-        if text.strip().lower() == word:
+        if word is not None and text.strip().lower() == word:
             return None
         try:
             value = float(text)
         except ValueError:
             value = float("nan")
         if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected metres > 0 or {word!r}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
-    parse.__name__ = f"metres or {word}"  # argparse names the type in its error message
+    parse.__name__ = expected  # argparse names the type in its error message
     return parse
 
 
@@ -108,7 +109,7 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mode-radius-m",
-        type=float,
+        type=metres_or(None),
         default=MODE_RADIUS_M,
         help=f"group radius of --method mode, metres (default {MODE_RADIUS_M:g}, about a town)",
     )

@@ -134,6 +134,8 @@ def predict_locations(
     """Coordinates from top-K retrieval results (SPEC section 6; ``mode`` in the module doc)."""
     if method not in METHODS:
         raise InputError(f"unknown prediction method {method!r}; choose one of {METHODS}")
+    if method == "mode" and not mode_radius_m > 0:  # else no entry is near even itself: NaN
+        raise InputError(f"the mode radius must be positive (metres), not {mode_radius_m}")
     scores = np.asarray(scores, dtype=np.float64)
     index = np.asarray(index)
     logits = scores / temperature

@@ -98,6 +98,14 @@ def test_mode_prediction_averages_the_heaviest_group_not_the_best_entry():
     assert haversine_m(weighted.lat[0], weighted.lon[0], 56.117, -3.936) > 100_000
 
 
+def test_mode_radius_must_be_positive():
+    lat, lon = np.array([54.0, 55.0]), np.array([-4.0, -4.0])
+    with pytest.raises(InputError, match="mode radius must be positive"):
+        predict_locations(
+            np.array([[0.5, 0.4]]), np.array([[0, 1]]), lat, lon, method="mode", mode_radius_m=0
+        )
+
+
 def test_mode_equals_weighted_when_every_candidate_is_within_the_radius():
     gen = np.random.default_rng(0)
     lat, lon = 54.15 + gen.uniform(0, 0.02, 8), -4.48 + gen.uniform(0, 0.02, 8)
