@@ -155,9 +155,9 @@ def predict_locations(
                 <= mode_radius_m
             )  # (Q, K, K): entry j lies within the radius of entry i
             mass = (near * weights[:, None, :]).sum(axis=2)
-            best = mass.argmax(axis=1)  # ties: the better-ranked entry
-            members = weights * near[np.arange(len(best)), best]
-            confidence = mass[np.arange(len(best)), best]
+            rows, best = np.arange(len(mass)), mass.argmax(axis=1)  # ties: the better-ranked
+            members = weights * near[rows, best]
+            confidence = mass[rows, best]
         mean_vector = (members[..., None] * latlon_to_unit(cand_lat, cand_lon)).sum(axis=1)
         lat, lon = unit_to_latlon(mean_vector)
     spread = haversine_m(cand_lat, cand_lon, lat[:, None], lon[:, None])
