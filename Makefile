@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3-qgis qgis-providers python3-venv python3-pip
 REQ_HASH := $(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
+SETUP_FREE_GB ?= 8
 # Never reach a model hub: every weight comes from an installed PyPI package.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -22,6 +23,13 @@ $(STAMP):
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 	  echo "Installing Debian packages: $(APT_PACKAGES)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }
+	@# PyPI's torch for x86_64 is the CUDA build (about 6 GB with its libraries): say so up front
+	@# rather than let pip fail half-way with "No space left on device".
+	@ls -d $(VENV)/lib/python3*/site-packages/torch >/dev/null 2>&1 || { \
+	  free=$$(df -Pk "$$(dirname $(VENV))" | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  test "$$free" -ge $(SETUP_FREE_GB) || { \
+	    echo "setup: $(SETUP_FREE_GB) GB free needed for $(VENV) (torch and its CUDA libraries), $$free GB free."; \
+	    echo "       Free some space (or point VENV= at a larger disk) and run make again."; exit 1; }; }
 	@# Debian's interpreter, not pyenv's: only it can import Debian's qgis bindings.
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
