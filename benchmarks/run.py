@@ -145,7 +145,8 @@ def main() -> None:
             data[0].samples, work, ("clip", "swclip", "semivariogram", "geoclip")
         ),
         "retrieval": speed.retrieval(
-            sizes=(10**3, 10**4) if args.quick else (10**3, 10**4, 10**5, 10**6)
+            sizes=(10**3, 10**4) if args.quick else (10**3, 10**4, 10**5, 10**6),
+            batch=256 if args.quick else 1024,
         ),
     }
     if not args.quick:

@@ -104,21 +104,29 @@ def build_gallery(
     return Gallery(table, embeddings)
 
 
+#: Largest block of similarity scores held at once: a layer of 10,000 photos against a gallery of
+#: a million captions would otherwise need a 40 GB (Q, G) matrix.
+MAX_BLOCK_BYTES = 256 * 2**20
+
+
 def top_k(
-    queries: torch.Tensor, gallery: torch.Tensor, k: int, *, chunk: int = 4096
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, *, rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-K cosine similarities of normalised ``queries`` (Q, D) against ``gallery`` (G, D).
 
-    Chunked over queries so that a large gallery never needs a full (Q, G) matrix in memory.
+    Scores ``rows`` queries at a time; by default as many as fit in :data:`MAX_BLOCK_BYTES`, so
+    memory stays bounded whatever the gallery size and the whole search is one matmul when it fits.
     """
     k = min(k, gallery.shape[0])
-    scores, index = [], []
-    for start in range(0, queries.shape[0], chunk):
-        sim = queries[start : start + chunk] @ gallery.T
-        s, i = sim.topk(k, dim=1)
-        scores.append(s)
-        index.append(i)
-    return torch.cat(scores), torch.cat(index)
+    if rows is None:
+        rows = MAX_BLOCK_BYTES // max(1, gallery.shape[0] * gallery.element_size())
+    rows = max(1, rows)
+    if rows >= queries.shape[0]:
+        return (queries @ gallery.T).topk(k, dim=1)
+    blocks = [
+        (queries[i : i + rows] @ gallery.T).topk(k, dim=1) for i in range(0, len(queries), rows)
+    ]
+    return torch.cat([s for s, _ in blocks]), torch.cat([i for _, i in blocks])
 
 
 def predict_locations(

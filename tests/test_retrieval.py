@@ -9,20 +9,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from swclip_core import retrieval
 from swclip_core.errors import InputError
 from swclip_core.geo import haversine_m
 from swclip_core.retrieval import predict_locations, top_k
 
 
-def test_top_k_matches_full_sort_in_chunks():
+@pytest.mark.parametrize("rows", [5, 1, 37, None])
+def test_top_k_matches_full_sort_in_blocks(rows):
     gen = torch.Generator().manual_seed(0)
     queries = F.normalize(torch.randn(37, 16, generator=gen), dim=1)
     gallery = F.normalize(torch.randn(101, 16, generator=gen), dim=1)
-    scores, index = top_k(queries, gallery, 7, chunk=5)
+    scores, index = top_k(queries, gallery, 7, rows=rows)
     full = queries @ gallery.T
     expected = torch.argsort(full, dim=1, descending=True)[:, :7]
     assert torch.equal(index, expected)
     assert torch.allclose(scores, torch.gather(full, 1, expected))
+
+
+def test_top_k_blocks_fit_the_memory_budget(monkeypatch):
+    block_shapes = []
+    topk = torch.Tensor.topk
+
+    def recording_topk(scores, *args, **kwargs):
+        block_shapes.append(tuple(scores.shape))
+        return topk(scores, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", recording_topk)
+    monkeypatch.setattr(retrieval, "MAX_BLOCK_BYTES", 10 * 101 * 4)  # 10 rows of 101 float32
+    gen = torch.Generator().manual_seed(1)
+    top_k(torch.randn(37, 8, generator=gen), torch.randn(101, 8, generator=gen), 3)
+    assert block_shapes == [(10, 101)] * 3 + [(7, 101)]
 
 
 def test_top_k_never_asks_for_more_than_the_gallery():
