@@ -48,16 +48,18 @@ class PeakRss:
 
 
 def median_times(*fns, repeats: int = 5) -> list[float]:
-    """Median seconds per call of each function, called in turns so that every one of them sees
-    the same machine state (caches, the other core's load) rather than the first one paying."""
+    """Median seconds per call of each function, called in turns (the order rotating every
+    round) so that every one of them sees the same machine state rather than the first one paying
+    for what ran before it."""
     for fn in fns:
         fn()  # warm-up
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, fn_times in zip(fns, times, strict=True):
+    times: list[list[float]] = [[] for _ in fns]
+    for round_ in range(repeats):
+        for i in range(len(fns)):
+            turn = (round_ + i) % len(fns)
             start = time.perf_counter()
-            fn()
-            fn_times.append(time.perf_counter() - start)
+            fns[turn]()
+            times[turn].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
 
@@ -104,22 +106,26 @@ def training_throughput(samples, work: Path, objectives: tuple[str, ...], epochs
 def retrieval_row(q: torch.Tensor, gallery: torch.Tensor, k: int, faiss, repeats: int = 7) -> dict:
     """One gallery size: our search, the bare one-shot search, faiss; time and memory."""
     queries, dim = q.shape
-    contenders = {
-        "ours": lambda: top_k(q, gallery, k),
-        "matmul": lambda: torch.topk(q @ gallery.T, k, dim=1),
-    }
+
+    def ours():
+        return top_k(q, gallery, k)
+
+    def bare():
+        return torch.topk(q @ gallery.T, k, dim=1)
+
+    ours_s, matmul_s = median_times(ours, bare, repeats=repeats)
+    seconds = {"ours": ours_s, "matmul": matmul_s}
     if faiss is not None:
+        # Timed on its own: after a search faiss's OpenMP threads keep spinning for a while and,
+        # on 2 cores, slowed whichever search ran next by 20-40 %.
         index = faiss.IndexFlatIP(dim)
         index.add(gallery.numpy())
         qn = q.numpy()
-        contenders["faiss"] = lambda: index.search(qn, k)
-    seconds = dict(
-        zip(contenders, median_times(*contenders.values(), repeats=repeats), strict=True)
-    )
+        seconds["faiss"] = median_time(lambda: index.search(qn, k), repeats)
     with PeakRss() as ours_mem:
-        contenders["ours"]()
+        ours()
     with PeakRss() as bare_mem:
-        contenders["matmul"]()
+        bare()
     row = {
         "gallery": len(gallery),
         "queries": queries,
@@ -240,9 +246,10 @@ def summarise_speed(result: dict) -> list[str]:
         "",
         "### Gallery retrieval (dim 256, top-5; target <= 1.2x best bare)",
         "",
-        "Each search is timed in turns with its bare peers (median of 7 rounds; 2 for the "
-        "last row). Ours scores at most `MAX_BLOCK_BYTES` (256 MiB) of similarities at a time; "
-        "the bare matmul holds the whole (queries, gallery) matrix.",
+        "Ours and the bare matmul are timed in turns (median of 7 rounds, 2 for the last row), "
+        "faiss after them (its idle OpenMP threads slowed whatever ran next). Ours scores at "
+        "most `MAX_BLOCK_BYTES` (256 MiB) of similarities at a time; the bare matmul holds the "
+        "whole (queries, gallery) matrix.",
         "",
         "| gallery | queries | ours ms/query | matmul ms/query | faiss ms/query | ours/best | "
         "ours extra RSS MB | matmul extra RSS MB | gallery MB |",
