@@ -161,7 +161,7 @@ def retrieval(
     for size in sizes:
         gallery = F.normalize(torch.randn(size, dim, generator=gen), dim=1)
         rows.append(retrieval_row(q, gallery, k, faiss))
-    if batch:
+    if batch and sizes:
         many = F.normalize(torch.randn(batch, dim, generator=gen), dim=1)
         rows.append(retrieval_row(many, gallery, k, None, repeats=2))
     return rows
