@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from swclip_core.api import load_model, zero_shot_model
 from swclip_core.config import DEFAULT_METHOD, TrainConfig
 from swclip_core.data.splits import random_split, spatial_block_split
-from swclip_core.device import resolve_device
 from swclip_core.evaluate import caption_table, evaluate
-from swclip_core.features import file_digest
-from swclip_core.knn import KNN_FEATURES, load_knn
-from swclip_core.loop import METRICS
-from swclip_core.models import create_backbone
-from swclip_core.train import CHECKPOINT, caption_template, load_trained, seed_everything, train
+from swclip_core.knn import KNN_FEATURES
+from swclip_core.runs import METRICS, caption_template
+from swclip_core.train import train
 
 from .datasets import Dataset
 
@@ -70,26 +68,21 @@ def run_folder(runs: Path, objective: str, config: TrainConfig) -> Path:
 
 
 def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, cache: Path):
-    """The model of one objective (trained unless zero-shot), its weights' fingerprint and the
-    image-kNN gallery it uses (image-knn itself and the fused predictor), else None."""
-    device = resolve_device(config.device)
+    """The model of one objective (trained unless zero-shot), with the image-kNN gallery it uses
+    (image-knn itself and the fused predictor)."""
     if objective == "zero-shot":
-        seed_everything(config.seed)  # the untrained heads are random: make them reproducible
-        return create_backbone(config.backbone, device=device), config, "", None
+        return zero_shot_model(config, config.device)
     if objective == FUSED:
-        model, loaded, fingerprint, _ = trained_model("swclip", config, train_set, runs, cache)
-        *_, knn = trained_model("image-knn", config, train_set, runs, cache)
-        return model, loaded, fingerprint, knn
+        model = trained_model("swclip", config, train_set, runs, cache)
+        model.knn = trained_model("image-knn", config, train_set, runs, cache).knn
+        return model
     run_dir = run_folder(runs, objective, config)
     if not finished(run_dir, objective, config.epochs):
         # An interrupted bench resumes its runs instead of scoring half-trained models.
         train(
             train_set, replace(config, objective=objective), run_dir, cache_dir=cache, resume=True
         )
-    model, loaded = load_trained(run_dir, device)
-    if objective == "image-knn":
-        return model, loaded, run_dir.name, load_knn(run_dir, device, backbone=model)
-    return model, loaded, file_digest(run_dir / CHECKPOINT), None
+    return load_model(run_dir, config.device)
 
 
 def run_accuracy(
@@ -106,7 +99,6 @@ def run_accuracy(
     """Yield one record per dataset × split × seed × objective × protocol × prediction method."""
     base = base or TrainConfig()
     cache = work / "cache"
-    device = resolve_device(base.device)
     for dataset in datasets:
         for split in splits:
             for seed in seeds:
@@ -123,22 +115,20 @@ def run_accuracy(
                 runs = work / "runs" / dataset.name / split / f"seed{seed}"
                 for objective in objectives:
                     started = time.perf_counter()
-                    model, loaded, fingerprint, knn = trained_model(
-                        objective, config, train_set, runs, cache
-                    )
+                    model = trained_model(objective, config, train_set, runs, cache)
                     for protocol, method in product(protocols, methods):
                         if objective == FUSED and protocol != "open":
                             continue
                         result = evaluate(
-                            model,
-                            loaded,
+                            model.network,
+                            model.config,
                             test_set,
-                            device=device,
+                            device=model.device,
                             protocol=protocol,
                             gallery_table=gallery,
-                            model_fingerprint=fingerprint,
+                            model_fingerprint=model.fingerprint,
                             cache_dir=cache,
-                            knn=knn,
+                            knn=model.knn,
                             method=method,
                         )
                         record = {

@@ -9,7 +9,7 @@ import geopandas as gpd
 
 from swclip_core.data import read_samples
 from swclip_core.data.synthetic import generate_scenes, load_places, select_places
-from swclip_core.outputs import write_csv
+from swclip_core.io import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "resources" / "sample_data"

@@ -17,11 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from swclip_core.columns import clean_text
 from swclip_core.errors import InputError
-
-# What str() makes of missing values (None, float NaN, pandas NA) after a careless astype(str):
-# those strings are missing data, not names. Other spellings ("Nan", a town in Thailand) are kept.
-_MISSING_STRINGS = frozenset({"None", "nan", "NaN", "<NA>", "NaT"})
 
 
 @dataclass(frozen=True)
@@ -64,18 +61,6 @@ class CaptionTemplate:
 
 
 DEFAULT_TEMPLATE = CaptionTemplate()
-
-
-def _text_or_none(value: Any) -> str | None:
-    """The field's text, or None when the value is missing (None, NaN, NA, blank)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    text = str(value).strip()
-    if not text or text in _MISSING_STRINGS:
-        return None
-    return text
 
 
 def _coordinate(value: Any, name: str, limit: float, where: str) -> float:
@@ -129,7 +114,7 @@ def _caption(
     lon_f = _coordinate(lon, "longitude", 180.0, where)
     parts = []
     for column, label in template.fields:
-        text = _text_or_none(values.get(column))
+        text = clean_text(values.get(column))
         if text is not None:
             parts.append(f"{label}: {text}")
     coordinates = (

@@ -488,7 +488,8 @@ def enrich(samples, args: argparse.Namespace):
 def report_skipped(samples, out_folder: Path | None) -> int:
     """Print the skipped records (and save them in ``out_folder``, the command's output folder,
     when it has one); the exit code that reflects them."""
-    from .outputs import skipped_table, write_csv
+    from .io import write_csv
+    from .outputs import skipped_table
 
     skipped = samples.attrs.get("skipped", [])
     if not skipped:
@@ -580,7 +581,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 def load_gallery_table(args: argparse.Namespace, config):
     from .galleries import gallery_from_file, training_gallery
-    from .train import caption_template
+    from .runs import caption_template
 
     if args.gallery in (None, "train"):
         return training_gallery(args.model)
@@ -588,38 +589,34 @@ def load_gallery_table(args: argparse.Namespace, config):
 
 
 def run_evaluation(args: argparse.Namespace, protocol: str):
+    from .api import load_model
     from .device import resolve_device
     from .errors import InputError
-    from .features import default_cache_dir, file_digest
+    from .evaluate import evaluate
+    from .io import default_cache_dir
     from .knn import load_knn
-    from .train import CHECKPOINT, load_trained
 
     device = resolve_device(args.device)
-    backbone, config = load_trained(args.model, device)
+    model = load_model(args.model, device)
+    config, knn = model.config, model.knn
     fuse = getattr(args, "fuse", None)
-    knn = None
-    if config.objective == "image-knn":
-        if fuse is not None or args.gallery not in (None, "train"):
-            raise InputError(
-                f"{args.model} is an image-kNN model: its gallery is its training images, so "
-                "--gallery and --fuse do not apply; leave them out"
-            )
-        knn = load_knn(args.model, device, backbone=backbone)
-    elif fuse is not None:
+    if knn is not None and (fuse is not None or args.gallery not in (None, "train")):
+        raise InputError(
+            f"{args.model} is an image-kNN model: its gallery is its training images, so "
+            "--gallery and --fuse do not apply; leave them out"
+        )
+    if fuse is not None:
         knn = load_knn(fuse, device)
     samples = enrich(read_input(args), args)
     gallery = load_gallery_table(args, config) if protocol == "open" else None
-    checkpoint = Path(args.model) / CHECKPOINT
-    from .evaluate import evaluate
-
     evaluation = evaluate(
-        backbone,
+        model.network,
         config,
         samples,
         device=device,
         protocol=protocol,
         gallery_table=gallery,
-        model_fingerprint=file_digest(checkpoint) if checkpoint.exists() else "",
+        model_fingerprint=model.fingerprint,
         k=args.top_k,
         method=args.method,
         temperature=args.temperature,
@@ -690,8 +687,8 @@ def command_predict(args: argparse.Namespace) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from .config import write_json
     from .evaluate import TABLE1_COLUMNS
+    from .io import write_json
 
     samples, evaluation = run_evaluation(args, args.protocol)
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
@@ -710,7 +707,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_probe(args: argparse.Namespace) -> int:
-    from .config import write_json
+    from .io import write_json
     from .probe import probe_backbone
 
     samples = read_input(args)
@@ -782,12 +779,11 @@ def command_gallery(args: argparse.Namespace) -> int:
         raise InputError("--regions, --streets and --region-grid-m apply to --from-input/--points")
     template = DEFAULT_TEMPLATE
     if args.model is not None:
-        from .device import resolve_device
-        from .train import caption_template, load_trained
+        from .api import load_model
+        from .runs import caption_template
 
-        device = resolve_device(args.device)
-        backbone, config = load_trained(args.model, device)
-        template = caption_template(config)  # the captions the model was trained on
+        model = load_model(args.model, args.device)
+        template = caption_template(model.config)  # the captions the model was trained on
     samples = None
     if args.from_input is not None:
         samples = enrich(read_samples(args.from_input, layer=args.layer), args)
@@ -813,16 +809,15 @@ def command_gallery(args: argparse.Namespace) -> int:
     path = save_gallery(table, args.out)
     print(f"wrote {path}: {len(table)} gallery locations (layer gallery)")
     if args.model is not None:
-        from .features import default_cache_dir, file_digest
+        from .io import default_cache_dir
         from .retrieval import build_gallery
-        from .train import CHECKPOINT
 
         cache_dir = args.cache_dir or default_cache_dir()
         build_gallery(
-            backbone,
+            model.network,
             table,
-            device=device,
-            model_fingerprint=file_digest(Path(args.model) / CHECKPOINT),
+            device=model.device,
+            model_fingerprint=model.fingerprint,
             cache_dir=cache_dir,
         )
         print(f"embedded its {len(table)} captions for {args.model} (cached in {cache_dir})")

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import TrainConfig, write_json
+from .api import load_model, zero_shot_model
+from .config import TrainConfig
 from .data import read_samples
 from .data.splits import random_split
 from .data.synthetic import demo_places, generate_scenes
-from .device import resolve_device
 from .evaluate import TABLE1_COLUMNS, Evaluation, evaluate
-from .features import file_digest
-from .models import create_backbone
-from .outputs import render_error_map, write_csv, write_predictions_gpkg
-from .train import CHECKPOINT, load_trained, seed_everything, train
+from .io import write_csv, write_json
+from .outputs import render_error_map, write_predictions_gpkg
+from .runs import CHECKPOINT, caption_template
+from .train import train
 
 PHOTOS = Path(__file__).resolve().parent.parent / "resources" / "sample_data" / "photos"
 SYNTHETIC_NOTE = "SYNTHETIC street scenes (procedurally drawn) at real Isle of Man addresses"
@@ -50,29 +50,26 @@ def train_and_evaluate(
     cache_dir: Path | None,
 ) -> dict[str, Evaluation]:
     """Train one objective (or none, for zero-shot) and evaluate it closed and open."""
-    device = resolve_device(config.device)
     run_dir = runs / name
     if name == "zero-shot":
-        seed_everything(config.seed)  # the untrained heads are random: make them reproducible
-        backbone, fingerprint = create_backbone(config.backbone, device=device), ""
+        model = zero_shot_model(config, config.device)
     else:
         if (run_dir / CHECKPOINT).exists():
             print(f"{name}: reusing the trained model in {run_dir}")
         else:
             train(train_set, config, run_dir, cache_dir=cache_dir)
-        backbone, config = load_trained(run_dir, device)
-        fingerprint = file_digest(run_dir / CHECKPOINT)
+        model = load_model(run_dir, config.device)
     gallery = pd.read_csv(runs / "train_gallery.csv")
     results = {}
     for protocol in ("closed", "open"):
         evaluation = evaluate(
-            backbone,
-            config,
+            model.network,
+            model.config,
             test_set,
-            device=device,
+            device=model.device,
             protocol=protocol,
             gallery_table=gallery,
-            model_fingerprint=fingerprint,
+            model_fingerprint=model.fingerprint,
             cache_dir=cache_dir,
         )
         evaluation.context["objective"] = name
@@ -91,7 +88,6 @@ def run_demo(
     """Run both parts of the demo into ``out``; returns the figures it printed."""
     from .cli import format_table
     from .evaluate import caption_table
-    from .train import caption_template
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,13 @@ from .captions import captions_for
 from .config import DEFAULT_METHOD, MODE_RADIUS_M
 from .device import autocast
 from .errors import InputError
-from .features import ProgressFn, extract_image_features
+from .features import extract_image_features
 from .geo import haversine_m, pairwise_haversine_m
+from .io import ProgressFn
 from .knn import KNN_TEMPERATURE, KNN_WEIGHT, KnnLocalizer, fuse_predictions
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
 from .retrieval import build_gallery, localize
-from .train import caption_template
+from .runs import caption_template
 
 PROTOCOLS = ("closed", "open")
 TABLE1_COLUMNS = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")

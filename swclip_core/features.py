@@ -7,7 +7,6 @@ that it overlaps with the forward pass.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,33 +16,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .data.images import ImageDataset, split_preprocess
+from .data.tensors import ImageDataset, split_preprocess
 from .device import autocast
 from .errors import CancelledError
-
-ProgressFn = Callable[[float, str], None]
-
-
-def progress_span(progress: ProgressFn | None, start: float, end: float) -> ProgressFn | None:
-    """Map a stage's own 0..1 progress onto [start, end] of the caller's overall progress."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + (end - start) * fraction, message)
-
-
-def default_cache_dir() -> Path:
-    """``$SWCLIP_CACHE_DIR``, else ``~/.cache/swclip``."""
-    return Path(os.environ.get("SWCLIP_CACHE_DIR", Path.home() / ".cache" / "swclip"))
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-1 of a file's content, read in blocks."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+from .io import ProgressFn, default_cache_dir, file_digest, save_npy
 
 # Bumped whenever the pixels fed to a trunk change, so no cached feature of the old pixels is
 # mixed with new ones (2: JPEGs decoded at the smallest scale the model's input resize needs).
@@ -76,12 +52,7 @@ class FeatureCache:
         return np.load(path) if path.exists() else None
 
     def store(self, digest: str, feature: np.ndarray) -> None:
-        path = self.path_for(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.partial")
-        with open(tmp, "wb") as handle:
-            np.save(handle, feature)
-        tmp.replace(path)
+        save_npy(feature, self.path_for(digest))
 
 
 @torch.no_grad()

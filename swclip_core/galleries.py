@@ -19,6 +19,7 @@ import pyogrio
 import shapely
 
 from .captions import DEFAULT_TEMPLATE, CaptionTemplate, captions_for
+from .columns import CANDIDATES, find_column
 from .data.joins import (
     check_layer,
     check_polygons,
@@ -30,28 +31,21 @@ from .data.joins import (
 )
 from .errors import InputError
 from .geo import WGS84
-from .outputs import GPKG_OPTIONS, atomic_path
+from .io import write_gpkg
+from .runs import TRAIN_SAMPLES
 
 LABEL_COLUMNS = ("street", "city", "country")
 GALLERY_COLUMNS = ("lat", "lon", *LABEL_COLUMNS, "caption")
 GALLERY_LAYER = "gallery"
 # Above this many locations a gallery is almost certainly a wrong spacing (metres vs degrees).
 MAX_GALLERY_SIZE = 2_000_000
-# Label columns read from a user's layer, tried in this order (case-insensitively).
-_LABEL_CANDIDATES = {
-    "street": ("street", "addr:street", "road"),
-    "city": ("city", "town", "addr:city", "locality"),
-    "country": ("country", "addr:country"),
-}
 
 
 def training_gallery(run_dir: Path) -> pd.DataFrame:
     """The locations and captions a model was trained on (the default, open-set gallery)."""
-    path = Path(run_dir) / "train_samples.csv"
+    path = Path(run_dir) / TRAIN_SAMPLES
     if not path.exists():
-        raise InputError(
-            f"{run_dir} has no train_samples.csv; pass --gallery with a locations file"
-        )
+        raise InputError(f"{run_dir} has no {TRAIN_SAMPLES}; pass --gallery with a locations file")
     return pd.read_csv(path, dtype={"sample_id": str})
 
 
@@ -255,11 +249,7 @@ def save_gallery(table: pd.DataFrame, path: str | Path) -> Path:
     for column in (*LABEL_COLUMNS, "caption"):
         data[column] = text_values(data[column])
     frame = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(data["lon"], data["lat"]), crs=WGS84)
-    with atomic_path(path) as tmp:
-        pyogrio.write_dataframe(
-            frame, tmp, layer=GALLERY_LAYER, driver="GPKG", dataset_options=GPKG_OPTIONS
-        )
-    return path
+    return write_gpkg(path, {GALLERY_LAYER: frame})
 
 
 def load_gallery(path: str | Path) -> pd.DataFrame:
@@ -290,12 +280,9 @@ def _label(source: object) -> str:
 
 def _labels(frame: gpd.GeoDataFrame) -> pd.DataFrame:
     """street/city/country from the layer's own fields (None where it has none)."""
-    lower: dict[str, str] = {}
-    for column in frame.columns:
-        if column != frame.geometry.name:
-            lower.setdefault(str(column).lower(), column)
+    fields = [column for column in frame.columns if column != frame.geometry.name]
     table = pd.DataFrame(index=frame.index)
-    for target, candidates in _LABEL_CANDIDATES.items():
-        column = next((lower[c] for c in candidates if c in lower), None)
+    for target in LABEL_COLUMNS:
+        column = find_column(fields, CANDIDATES[target])
         table[target] = frame[column].astype(object) if column is not None else None
     return table

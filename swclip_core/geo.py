@@ -1,20 +1,25 @@
 """Geodesy: great-circle distances, CRS transforms and unit-sphere vectors (SPEC section 1).
 
 Distances work on numpy arrays and on torch tensors alike, so the same function serves the metrics
-(numpy) and the differentiable spatial weights of the losses (torch).
+(numpy) and the differentiable spatial weights of the losses (torch). Torch is never imported here:
+a value can only be a tensor once the caller has imported torch, so it is looked up in
+``sys.modules`` and numpy-only users (readers, outputs, the plugin's backend checks) stay light.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyproj
-import torch
 from pyproj.exceptions import CRSError
 
 from swclip_core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 EARTH_RADIUS_M = 6_371_008.8
 """Mean Earth radius (IUGG), the R of the haversine formula."""
@@ -23,10 +28,11 @@ WGS84 = "EPSG:4326"
 
 
 def _any_tensor(*values: Any) -> torch.Tensor | None:
-    for value in values:
-        if isinstance(value, torch.Tensor):
-            return value
-    return None
+    """The first torch tensor among ``values``, if any (without importing torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return next((value for value in values if isinstance(value, torch.Tensor)), None)
 
 
 def _haversine_numpy(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndarray:
@@ -43,6 +49,8 @@ def _haversine_numpy(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndarray:
 
 
 def _haversine_torch(reference: torch.Tensor, values: tuple[Any, ...]) -> torch.Tensor:
+    import torch
+
     tensors = [torch.as_tensor(v, device=reference.device) for v in values]
     dtype = tensors[0].dtype
     for t in tensors[1:]:
@@ -84,7 +92,9 @@ def pairwise_haversine_m(lat: Any, lon: Any) -> Any:
 
     Same rules as :func:`haversine_m`: torch in, torch out (differentiable); numpy otherwise.
     """
-    if isinstance(lat, torch.Tensor) or isinstance(lon, torch.Tensor):
+    if _any_tensor(lat, lon) is not None:
+        import torch
+
         lat_t = torch.as_tensor(lat).reshape(-1)
         lon_t = torch.as_tensor(lon, device=lat_t.device).reshape(-1)
         return haversine_m(lat_t[:, None], lon_t[:, None], lat_t[None, :], lon_t[None, :])
@@ -141,7 +151,7 @@ def from_wgs84(lat: Any, lon: Any, crs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _as_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    if _any_tensor(value) is not None:
         value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=np.float64)
 

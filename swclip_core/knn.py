@@ -32,8 +32,10 @@ import torch.nn.functional as F
 from .config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
 from .device import resolve_device
 from .errors import InputError, ModelError
-from .features import ProgressFn, extract_image_features
+from .features import extract_image_features
+from .io import ProgressFn, save_torch
 from .retrieval import Predictions, localize, predict_locations
+from .runs import CONFIG, start_run
 
 KNN_FEATURES = "knn_features.pt"
 KNN_TEMPERATURE = 0.05  # softmax temperature over cosine similarities of frozen image features
@@ -122,9 +124,8 @@ def index_training_images(
 
     Returns a :class:`train.TrainResult` with 0 epochs, a NaN loss and the indexing rate.
     """
-    from .loop import TrainResult, atomic_torch_save
+    from .loop import TrainResult
     from .models import create_backbone
-    from .train import start_run
 
     run_dir, samples, _ = start_run(samples, config, run_dir, marker=KNN_FEATURES, resume=resume)
     device = resolve_device(config.device)
@@ -140,7 +141,7 @@ def index_training_images(
         cancel=cancel,
     )
     seconds = time.perf_counter() - started
-    atomic_torch_save(
+    save_torch(
         {
             "cache_key": backbone.cache_key,
             "backbone": {"name": config.backbone, "pretrained": config.pretrained},
@@ -157,7 +158,6 @@ def load_knn(
     """The image-kNN gallery of a run folder; ``backbone`` avoids rebuilding a loaded one."""
     from .galleries import training_gallery
     from .models import create_backbone
-    from .train import CONFIG
 
     run_dir = Path(run_dir)
     path = run_dir / KNN_FEATURES

@@ -24,10 +24,9 @@ from tqdm.auto import tqdm
 from .batches import nearest_neighbours, neighbourhood_batches, random_batches
 from .config import TrainConfig
 from .errors import CancelledError, ModelError
-from .features import ProgressFn, decode_workers
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+from .features import decode_workers
+from .io import ProgressFn, save_torch
+from .runs import CHECKPOINT, METRICS
 
 BatchLoss = Callable[[np.ndarray, "torch.Tensor | None"], tuple[torch.Tensor, dict[str, float]]]
 
@@ -75,12 +74,6 @@ def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], floa
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 @dataclass
@@ -205,5 +198,5 @@ def run_epochs(
             }
             if objective.extra_state is not None:
                 state["extra"] = objective.extra_state()
-            atomic_torch_save(state, checkpoint_path)
+            save_torch(state, checkpoint_path)
     return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)

@@ -8,21 +8,19 @@ an interrupted run never leaves a half-written output behind.
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import warnings
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 from shapely import linestrings, points
 
 from swclip_core.errors import InputError
 from swclip_core.geo import EARTH_RADIUS_M
+from swclip_core.io import atomic_path, write_gpkg
 
 # The error surface lives in its own module; re-exported so that every output is one import away.
 from swclip_core.surface import write_error_surface as write_error_surface
@@ -36,23 +34,6 @@ FAIRNESS_LAYER = "fairness_summary"
 # One QML per styled layer, embedded as the layer's default style (QGIS's layer_styles table).
 STYLES_DIR = Path(__file__).resolve().parent.parent / "resources" / "styles"
 STYLED_LAYERS = (POINTS_LAYER, LINES_LAYER, CHOROPLETH_LAYER)
-# GeoPackage 1.2: the version that the GDAL of QGIS 3.22 (Debian 12) reads without a warning;
-# pyogrio's newer GDAL would otherwise write 1.4.
-GPKG_OPTIONS = {"VERSION": "1.2"}
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def prediction_layers(
@@ -297,34 +278,12 @@ def write_predictions_gpkg(
         choropleth = region_choropleth(
             predictions, regions, region_field=region_field, radius_m=radius_m
         ).to_crs(crs)
-    with atomic_path(path) as tmp:
-        pyogrio.write_dataframe(
-            point_layer, tmp, layer=POINTS_LAYER, driver="GPKG", dataset_options=GPKG_OPTIONS
-        )
-        pyogrio.write_dataframe(line_layer, tmp, layer=LINES_LAYER, driver="GPKG", append=True)
-        if choropleth is not None:
-            pyogrio.write_dataframe(
-                choropleth, tmp, layer=CHOROPLETH_LAYER, driver="GPKG", append=True
-            )
-            pyogrio.write_dataframe(
-                fairness_table(choropleth.attrs["fairness"]),
-                tmp,
-                layer=FAIRNESS_LAYER,
-                driver="GPKG",
-                append=True,
-            )
-        table = skipped_table(skipped or [])
-        pyogrio.write_dataframe(table, tmp, layer=SKIPPED_LAYER, driver="GPKG", append=True)
-        embed_default_styles(tmp, STYLED_LAYERS)
-    return path
-
-
-def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
-    """A CSV written atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-    return path
+    layers = {POINTS_LAYER: point_layer, LINES_LAYER: line_layer}
+    if choropleth is not None:
+        layers[CHOROPLETH_LAYER] = choropleth
+        layers[FAIRNESS_LAYER] = fairness_table(choropleth.attrs["fairness"])
+    layers[SKIPPED_LAYER] = skipped_table(skipped or [])
+    return write_gpkg(path, layers, finish=lambda tmp: embed_default_styles(tmp, STYLED_LAYERS))
 
 
 def format_distance(metres: float) -> str:

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 
 from .device import resolve_device
 from .errors import InputError
-from .features import ProgressFn, extract_image_features
+from .features import extract_image_features
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
+from .io import ProgressFn
 from .metrics import error_summary
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))

@@ -25,6 +25,7 @@ from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 from .device import autocast
 from .errors import InputError
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
+from .io import save_torch
 
 
 @dataclass
@@ -97,10 +98,7 @@ def build_gallery(
     else:
         embeddings = embed_captions(backbone, captions, device=device)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + ".partial")
-        torch.save(embeddings, tmp)
-        tmp.replace(cache_file)
+        save_torch(embeddings, cache_file)
     return Gallery(table, embeddings)
 
 

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import write_json
 from .device import autocast
 from .errors import InputError
 from .geo import pairwise_haversine_m
+from .io import atomic_path, write_json
 
 MODELS = ("spherical", "exponential")
 BINNINGS = ("quantile", "log")
@@ -320,8 +320,6 @@ def plot_semivariogram(vg: Semivariogram, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .outputs import atomic_path
 
     path = Path(path)
     d = np.asarray(vg.bin_distance_m, dtype=float)

@@ -20,6 +20,7 @@ from pyproj.exceptions import CRSError
 from scipy.spatial import cKDTree
 
 from swclip_core.errors import InputError
+from swclip_core.io import atomic_path
 
 NODATA = -9999.0
 NEIGHBOURS = 12
@@ -245,9 +246,6 @@ def _write_geotiff(
 ) -> None:
     import rasterio
     from rasterio.transform import Affine
-
-    # Imported here: swclip_core.outputs imports this module to re-export write_error_surface.
-    from swclip_core.outputs import atomic_path
 
     height, width = grid.shape
     profile = {

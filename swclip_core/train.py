@@ -12,7 +12,6 @@ training locations and captions, the default gallery for prediction).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,16 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from .batches import neighbour_spacing_m
-from .captions import CaptionTemplate, captions_for
+from .columns import clean_text
 from .config import MIN_SCALE_M, SCALE_NEIGHBOURS, SCALE_PER_SPACING, TrainConfig
-from .data.images import ImageDataset
+from .data.tensors import ImageDataset
 from .device import autocast, resolve_device
-from .errors import InputError, ModelError
-from .features import ProgressFn, extract_image_features, progress_span
+from .errors import ModelError
+from .features import extract_image_features
 from .geo import pairwise_haversine_m
-from .loop import CHECKPOINT, BatchPlan, Objective, TrainResult, run_epochs
+from .io import ProgressFn, progress_span
+from .loop import BatchPlan, Objective, TrainResult, run_epochs
 from .losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
 from .models import Backbone, create_backbone
+from .runs import CHECKPOINT, CONFIG, seed_everything, start_run
 from .semivariogram import (
     Semivariogram,
     embedding_semivariogram,
@@ -40,31 +41,18 @@ from .semivariogram import (
     semivariogram_infonce,
 )
 
-CONFIG = "config.json"
-TRAIN_SAMPLES = "train_samples.csv"
 SEMIVARIOGRAM = "semivariogram.json"
 SEMIVARIOGRAM_PLOT = "semivariogram.png"
 MAX_LOGIT_SCALE = 100.0
 FEATURE_SHARE = 0.2  # share of the overall progress given to feature extraction in cached mode
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def category_codes(values: pd.Series | None, n: int) -> torch.Tensor:
     """Integer codes for a label column, −1 for missing (SPEC: −1 never equals anything)."""
     if values is None:
         return torch.full((n,), -1, dtype=torch.long)
-    cleaned = values.astype(object).where(values.notna() & (values.astype(str).str.strip() != ""))
-    codes, _ = pd.factorize(cleaned, use_na_sentinel=True)
+    codes, _ = pd.factorize(values.map(clean_text), use_na_sentinel=True)
     return torch.as_tensor(codes, dtype=torch.long)
-
-
-def caption_template(config: TrainConfig) -> CaptionTemplate:
-    return CaptionTemplate(precision=config.caption_precision)
 
 
 def similarity_logits(backbone: Backbone, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
@@ -90,39 +78,6 @@ def trainable_state(backbone: Backbone) -> dict[str, torch.Tensor]:
     """The weights a run changed; the rest comes back from the backbone's pretrained source."""
     names = {name for name, p in backbone.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu() for k, v in backbone.state_dict().items() if k in names}
-
-
-def write_table(df: pd.DataFrame, path: Path) -> None:
-    """CSV written atomically."""
-    tmp = path.with_name(path.name + ".partial")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
-def start_run(
-    samples: pd.DataFrame, config: TrainConfig, run_dir: str | Path, *, marker: str, resume: bool
-) -> tuple[Path, pd.DataFrame, list[str]]:
-    """Create a run folder (refusing to overwrite a finished one unless resuming), save the config
-    and the training table with captions, the model's default gallery.
-
-    ``marker`` is the file whose presence means the folder already holds a model.
-    """
-    config.validate()
-    if len(samples) < 2:
-        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / marker).exists() and not resume:
-        raise InputError(
-            f"{run_dir} already holds a trained model; pass --resume to continue it "
-            "or choose another output folder"
-        )
-    config.save(run_dir / CONFIG)
-    samples = samples.reset_index(drop=True)
-    captions = captions_for(samples, caption_template(config))
-    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
-    write_table(table, run_dir / TRAIN_SAMPLES)
-    return run_dir, samples, captions
 
 
 def resolve_kernel(config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:

@@ -16,7 +16,7 @@ instead and talks to it through pipes:
 - exit code: the command's own (see ``swclip --help``), also when the request was bad (2).
 
 Cancel: the plugin terminates the process. SIGTERM (and SIGINT) stop the command at once; outputs
-are written under temporary names and renamed when complete (outputs.atomic_path), so nothing
+are written under temporary names and renamed when complete (io.atomic_path), so nothing
 partial is left behind, and a ``cancelled`` error line is written if there is still time.
 """
 

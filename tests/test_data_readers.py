@@ -22,12 +22,11 @@ from torch.utils.data import DataLoader
 
 from swclip_core.data import (
     SAMPLE_COLUMNS,
-    ImageDataset,
     load_image,
     read_exif_gps,
     read_samples,
 )
-from swclip_core.data.images import resize_side, split_preprocess
+from swclip_core.data.tensors import ImageDataset, resize_side, split_preprocess
 from swclip_core.errors import InputError
 
 PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "photos"

@@ -16,7 +16,6 @@ from swclip_core.device import resolve_device
 from swclip_core.evaluate import evaluate
 from swclip_core.galleries import training_gallery
 from swclip_core.geo import haversine_m
-from swclip_core.loop import CHECKPOINT, METRICS
 from swclip_core.models.geoclip import (
     GeoclipModel,
     GeoLocationEncoder,
@@ -24,7 +23,8 @@ from swclip_core.models.geoclip import (
     official_weights_path,
 )
 from swclip_core.objectives.geoclip import GpsQueue, add_gps_noise, train_geoclip
-from swclip_core.train import CONFIG, TRAIN_SAMPLES, load_trained
+from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, TRAIN_SAMPLES
+from swclip_core.train import load_trained
 
 from .conftest import PHOTOS
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pyogrio
 import pytest
 
+from swclip_core.io import atomic_path
 from swclip_core.outputs import (
-    atomic_path,
     render_error_map,
     write_predictions_gpkg,
 )

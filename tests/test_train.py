@@ -17,7 +17,8 @@ from swclip_core.errors import CancelledError, InputError
 from swclip_core.evaluate import evaluate
 from swclip_core.loop import cosine_schedule
 from swclip_core.models import create_backbone
-from swclip_core.train import CHECKPOINT, load_trained, resolve_kernel, train
+from swclip_core.runs import CHECKPOINT
+from swclip_core.train import load_trained, resolve_kernel, train
 
 from .conftest import PHOTOS
 

@@ -26,33 +26,15 @@ import pyogrio
 import pyproj
 import shapely
 
+from swclip_core.columns import CANDIDATES, NAME_FIELDS, clean_text, find_column, is_missing_text
 from swclip_core.data.samples import choose_layer
 from swclip_core.errors import InputError
 from swclip_core.geo import WGS84
 
 REGION_TARGETS = ("region", "city")
 
-# Name fields tried in this order (case-insensitively) before any other text column.
-_NAME_CANDIDATES = (
-    "name",
-    "name_en",
-    "name:en",
-    "name_eng",
-    "nom",
-    "street",
-    "road",
-    "road_name",
-    "roadname",
-    "region",
-    "city",
-    "town",
-    "district",
-)
 # ONS boundary layers name their areas in fields such as LAD13NM, CTY19NM, MSOA11NM.
 _ONS_NAME = re.compile(r"^[a-z]+\d{2}nm$", re.IGNORECASE)
-_MISSING_TEXT = frozenset({"", "none", "nan", "<na>", "null"})
-_CSV_LAT = ("lat", "latitude")
-_CSV_LON = ("lon", "lng", "long", "longitude")
 _POLYGONAL = frozenset({"Polygon", "MultiPolygon"})
 _STREET_TYPES = frozenset({"Point", "MultiPoint", "LineString", "MultiLineString"})
 # Side of the lon/lat tiles that each get their own metric projection: a point is then at most
@@ -70,9 +52,8 @@ def _read_csv_points(path: Path) -> gpd.GeoDataFrame:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise InputError(f"Cannot read {path} as CSV ({error}).") from error
-    lower = {str(c).strip().lower(): c for c in table.columns}
-    lat = next((lower[c] for c in _CSV_LAT if c in lower), None)
-    lon = next((lower[c] for c in _CSV_LON if c in lower), None)
+    lat = find_column(table.columns, CANDIDATES["lat"])
+    lon = find_column(table.columns, CANDIDATES["lon"])
     if lat is None or lon is None:
         raise InputError(
             f"{path} needs lat and lon columns (WGS84 degrees) to be used as a layer; "
@@ -181,12 +162,9 @@ def name_field_of(frame: pd.DataFrame, name_field: str | None, source: object, o
                 f"Fields: {', '.join(columns) or 'none'}."
             )
         return name_field
-    lower: dict[str, str] = {}
-    for column in columns:
-        lower.setdefault(column.lower(), column)
-    for candidate in _NAME_CANDIDATES:
-        if candidate in lower:
-            return lower[candidate]
+    name = find_column(columns, NAME_FIELDS)
+    if name is not None:
+        return name
     for column in columns:
         if _ONS_NAME.match(column):
             return column
@@ -200,26 +178,17 @@ def name_field_of(frame: pd.DataFrame, name_field: str | None, source: object, o
 
 
 def _is_text(value: object) -> bool:
-    return isinstance(value, str) and value.strip().lower() not in _MISSING_TEXT
+    return isinstance(value, str) and not is_missing_text(value)
 
 
 def _missing(values: pd.Series) -> np.ndarray:
     """True where a text field has no usable value (None, NaN, blank, "nan"...)."""
-    return ~values.map(_is_text).to_numpy(dtype=bool)
+    return values.map(is_missing_text).to_numpy(dtype=bool)
 
 
 def text_values(values: pd.Series) -> pd.Series:
     """Names as stripped text, None where missing (numbers, e.g. region codes, become text)."""
-
-    def clean(value: object) -> str | None:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        text = str(value).strip()
-        return None if text.lower() in _MISSING_TEXT else text
-
-    return values.map(clean).astype(object)
+    return values.map(clean_text).astype(object)
 
 
 def _check_samples(samples: gpd.GeoDataFrame) -> None:

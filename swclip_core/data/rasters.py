@@ -26,9 +26,8 @@ from rasterio.windows import Window
 
 from swclip_core.data.samples import SAMPLE_COLUMNS, crs_text
 from swclip_core.errors import InputError
-from swclip_core.features import default_cache_dir, file_digest
 from swclip_core.geo import WGS84, to_wgs84
-from swclip_core.outputs import atomic_path
+from swclip_core.io import atomic_path, default_cache_dir, file_digest
 
 # Part of the cache key: bump it when the pixels a given set of options produces change.
 _PATCH_FORMAT = 1

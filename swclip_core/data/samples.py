@@ -23,6 +23,7 @@ import pyproj
 import shapely
 from PIL import Image
 
+from swclip_core.columns import CANDIDATES, clean_text, find_column, match_column
 from swclip_core.data.exif import read_exif_gps
 from swclip_core.data.images import DECODE_ERRORS, load_image
 from swclip_core.errors import InputError, SwclipError
@@ -46,19 +47,6 @@ TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 # Files with these suffixes are cut into patches when rasterio finds a CRS and a geotransform.
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".img", ".jp2", ".vrt"})
 
-# Candidate names for auto-detection, in order of preference, compared case-insensitively.
-_CANDIDATES = {
-    "id": ("sample_id", "id"),
-    "image": ("image_path", "image", "path", "file", "filename", "photo"),
-    "lat": ("lat", "latitude"),
-    "lon": ("lon", "lng", "long", "longitude"),
-    "x": ("x", "easting"),
-    "y": ("y", "northing"),
-    "street": ("street", "addr:street", "road"),
-    "city": ("city", "town", "addr:city", "locality"),
-    "country": ("country", "addr:country"),
-    "region": ("region",),
-}
 _TEXT_FIELDS = ("street", "city", "country", "region")
 _OPTION_NAMES = {
     "image": "--image-column",
@@ -97,17 +85,6 @@ class _Records:
     source_crs: str = WGS84
 
 
-def _text(value: Any) -> str | None:
-    """A cell as clean text, or None when empty (never the strings "nan"/"None")."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return None
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        # Integer columns with gaps come back as floats; an id 7 must not become "7.0".
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
 def _number(value: Any, decimal_comma: bool) -> float:
     if isinstance(value, str):
         value = value.strip()
@@ -124,22 +101,15 @@ def _find_column(
     columns: Sequence[str], key: str, explicit: str | None, source: Path
 ) -> str | None:
     """The column for ``key``: the one named by the user (must exist) or the first candidate."""
-    by_lower = {}
-    for column in columns:
-        by_lower.setdefault(str(column).strip().lower(), column)
     if explicit is not None:
-        if explicit in columns:
-            return explicit
-        if explicit.strip().lower() in by_lower:
-            return by_lower[explicit.strip().lower()]
-        raise InputError(
-            f"Column {explicit!r} ({_OPTION_NAMES[key]}) not found in {source}. "
-            f"Available columns: {', '.join(map(str, columns))}."
-        )
-    for candidate in _CANDIDATES.get(key, ()):
-        if candidate in by_lower:
-            return by_lower[candidate]
-    return None
+        match = match_column(columns, explicit)
+        if match is None:
+            raise InputError(
+                f"Column {explicit!r} ({_OPTION_NAMES[key]}) not found in {source}. "
+                f"Available columns: {', '.join(map(str, columns))}."
+            )
+        return match
+    return find_column(columns, CANDIDATES.get(key, ()))
 
 
 def _parse_crs(crs: Any) -> pyproj.CRS:
@@ -168,7 +138,7 @@ def _resolve_columns(
     if found["image"] is None:
         raise InputError(
             f"No image path column in {source}. Columns found: {', '.join(names) or 'none'}. "
-            f"Name it with --image-column (auto-detected: {', '.join(_CANDIDATES['image'])})."
+            f"Name it with --image-column (auto-detected: {', '.join(CANDIDATES['image'])})."
         )
     return found
 
@@ -183,7 +153,7 @@ def _records_from_table(
     """Records from attribute columns plus x/y in ``source_crs`` (NaN where missing)."""
     rows = range(1, len(table) + 1)
     if found["id"]:
-        ids = [_text(v) for v in table[found["id"]]]
+        ids = [clean_text(v) for v in table[found["id"]]]
         labels = [i or f"row {row}" for i, row in zip(ids, rows, strict=True)]
     else:
         ids = [str(row) for row in rows]
@@ -193,11 +163,13 @@ def _records_from_table(
     )
     records = _Records(crs_assumed=crs_assumed, source_crs=crs_text(source_crs))
     records.labels, records.ids = labels, ids
-    records.images = [_text(v) for v in table[found["image"]]]
+    records.images = [clean_text(v) for v in table[found["image"]]]
     records.lat, records.lon = [float(v) for v in lat], [float(v) for v in lon]
     for name in _TEXT_FIELDS:
         column = found[name]
-        records.text[name] = [_text(v) for v in table[column]] if column else [None] * len(table)
+        records.text[name] = (
+            [clean_text(v) for v in table[column]] if column else [None] * len(table)
+        )
     return records
 
 

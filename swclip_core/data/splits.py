@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from swclip_core.errors import InputError
-
-_EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius, the value SPEC.md fixes for haversine
+from swclip_core.geo import EARTH_RADIUS_M
 
 
 def _check_fraction(test_fraction: float) -> None:
@@ -55,8 +54,8 @@ def _local_metres(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndar
     lat0 = float(np.mean(lat_r))
     lon0 = float(np.arctan2(np.mean(np.sin(lon_r)), np.mean(np.cos(lon_r))))
     dlon = (lon_r - lon0 + np.pi) % (2.0 * np.pi) - np.pi
-    x = _EARTH_RADIUS_M * np.cos(lat0) * dlon
-    y = _EARTH_RADIUS_M * (lat_r - lat0)
+    x = EARTH_RADIUS_M * np.cos(lat0) * dlon
+    y = EARTH_RADIUS_M * (lat_r - lat0)
     return x, y
 
 

@@ -50,7 +50,18 @@ import pandas as pd
 from PIL import Image, ImageFilter
 from PIL.TiffImagePlugin import IFDRational
 
+from swclip_core.columns import (
+    CANDIDATES,
+    PLACE_CITY,
+    PLACE_CITY_FALLBACKS,
+    PLACE_STREET,
+    clean_text,
+    find_column,
+    match_column,
+)
 from swclip_core.errors import InputError
+from swclip_core.geo import EARTH_RADIUS_M
+from swclip_core.io import write_bytes
 
 BUNDLED_PLACES: Path = (
     Path(__file__).resolve().parents[2]
@@ -76,19 +87,11 @@ SYNTHETIC_MARKER = "SW-CLIP synthetic scene"
 # Bump when the drawing changes, so cached files from an older generator are not reused.
 GENERATOR_VERSION = 1
 
-_EARTH_RADIUS_M = 6_371_008.8
 _TOWN_CELL_M = 4000.0
 _STREET_CELL_M = 250.0
 _EXIF_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131
 _EXIF_GPS_IFD = 0x8825
-
-_LAT_NAMES = ("lat", "latitude", "y")
-_LON_NAMES = ("lon", "lng", "long", "longitude", "x")
-_STREET_NAMES = ("street", "addr:street", "road", "name")
-_CITY_NAMES = ("city", "addr:city", "town", "populated_place")
-_CITY_FALLBACKS = ("addr:place", "addr:locality", "place", "locality")
-_COUNTRY_NAMES = ("country", "addr:country")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,18 +107,17 @@ def _find_column(
     required: bool,
 ) -> str | None:
     """The column to use for ``what``: the one named by the caller, else the first known name."""
-    by_lower = {c.strip().lower(): c for c in columns}
     if wanted is not None:
-        if wanted in columns:
-            return wanted
-        if wanted.strip().lower() in by_lower:
-            return by_lower[wanted.strip().lower()]
-        raise InputError(
-            f"{csv_path}: no column '{wanted}' for the {what}; columns are {', '.join(columns)}."
-        )
-    for name in candidates:
-        if name in by_lower:
-            return by_lower[name]
+        match = match_column(columns, wanted)
+        if match is None:
+            raise InputError(
+                f"{csv_path}: no column '{wanted}' for the {what}; "
+                f"columns are {', '.join(columns)}."
+            )
+        return match
+    found = find_column(columns, candidates)
+    if found is not None:
+        return found
     if required:
         raise InputError(
             f"{csv_path}: no {what} column found (looked for {', '.join(candidates)}); "
@@ -125,9 +127,8 @@ def _find_column(
 
 
 def _clean_text(series: pd.Series) -> pd.Series:
-    """Stripped strings with empty values as None (captions leave missing fields out)."""
-    text = series.astype(str).str.strip()
-    return text.where(text != "", None).astype(object)
+    """Stripped strings with missing values as None (captions leave missing fields out)."""
+    return series.map(clean_text).astype(object)
 
 
 def load_places(
@@ -157,10 +158,10 @@ def load_places(
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: cannot be read as CSV ({exc}).") from exc
     columns = list(raw.columns)
-    lat_col = _find_column(columns, None, _LAT_NAMES, "latitude", path, required=True)
-    lon_col = _find_column(columns, None, _LON_NAMES, "longitude", path, required=True)
-    street_col = _find_column(columns, street_column, _STREET_NAMES, "street", path, False)
-    city_col = _find_column(columns, city_column, _CITY_NAMES, "town/city", path, False)
+    lat_col = _find_column(columns, None, CANDIDATES["lat"], "latitude", path, required=True)
+    lon_col = _find_column(columns, None, CANDIDATES["lon"], "longitude", path, required=True)
+    street_col = _find_column(columns, street_column, PLACE_STREET, "street", path, False)
+    city_col = _find_column(columns, city_column, PLACE_CITY, "town/city", path, False)
 
     lat = pd.to_numeric(raw[lat_col].str.strip(), errors="coerce")
     lon = pd.to_numeric(raw[lon_col].str.strip(), errors="coerce")
@@ -169,14 +170,14 @@ def load_places(
     none = pd.Series([None] * len(raw), index=raw.index, dtype=object)
     street = _clean_text(raw[street_col]) if street_col else none.copy()
     city = _clean_text(raw[city_col]) if city_col else none.copy()
-    for fallback in _CITY_FALLBACKS:
+    for fallback in PLACE_CITY_FALLBACKS:
         real = _find_column(columns, None, (fallback,), "town fallback", path, False)
         if real is not None and real != city_col:
             city = city.where(city.notna(), _clean_text(raw[real]))
     if country is not None:
         country_values = pd.Series([country] * len(raw), index=raw.index, dtype=object)
     else:
-        country_col = _find_column(columns, None, _COUNTRY_NAMES, "country", path, False)
+        country_col = _find_column(columns, None, CANDIDATES["country"], "country", path, False)
         country_values = _clean_text(raw[country_col]) if country_col else none.copy()
 
     table = pd.DataFrame(
@@ -329,8 +330,8 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 def _metres(lat: float, lon: float) -> tuple[float, float]:
     """East/north metres on a global equirectangular grid (smooth, all the field needs)."""
     return (
-        _EARTH_RADIUS_M * math.radians(lon) * math.cos(math.radians(lat)),
-        _EARTH_RADIUS_M * math.radians(lat),
+        EARTH_RADIUS_M * math.radians(lon) * math.cos(math.radians(lat)),
+        EARTH_RADIUS_M * math.radians(lat),
     )
 
 
@@ -924,6 +925,4 @@ def _write_scene(
     quality = int(_rng(seed, "jpeg", f"{lat:.7f},{lon:.7f}", view).integers(70, 93))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality, exif=image.info["exif"])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    write_bytes(path, buffer.getvalue())

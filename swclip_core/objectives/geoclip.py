@@ -28,12 +28,14 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..device import autocast, resolve_device
 from ..errors import InputError
-from ..features import ProgressFn, extract_image_features, progress_span
+from ..features import extract_image_features
 from ..geo import EARTH_RADIUS_M
-from ..loop import CHECKPOINT, BatchPlan, Objective, TrainResult, run_epochs
+from ..io import ProgressFn, progress_span
+from ..loop import BatchPlan, Objective, TrainResult, run_epochs
 from ..models import create_backbone
 from ..models.geoclip import GeoclipModel
-from ..train import FEATURE_SHARE, MAX_LOGIT_SCALE, seed_everything, start_run
+from ..runs import CHECKPOINT, seed_everything, start_run
+from ..train import FEATURE_SHARE, MAX_LOGIT_SCALE
 
 
 class GpsQueue:

@@ -20,6 +20,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..files import staged
 from ..layers import load_gpkg_layer
 from ..vector_io import copy_transformed, export_layer
 from .base import SwclipAlgorithm
@@ -171,10 +172,8 @@ class BuildGalleryAlgorithm(SwclipAlgorithm):
         self.run_backend("gallery", ["--out", written, *args], feedback)
 
         gallery_file = Path(self.parameterAsFileOutput(parameters, self.GALLERY_FILE, context))
-        gallery_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = gallery_file.with_name(f".{gallery_file.name}.partial")
-        shutil.copyfile(written, partial)
-        partial.replace(gallery_file)
+        with staged(gallery_file) as partial:
+            shutil.copyfile(written, partial)
 
         layer = load_gpkg_layer(gallery_file, GALLERY_LAYER)
         crs = source.sourceCrs()

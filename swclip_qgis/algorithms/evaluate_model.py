@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
+from ..files import staged
 from .base import SwclipAlgorithm
 
 PROTOCOLS = ("closed", "open")
@@ -135,14 +136,12 @@ class EvaluateAlgorithm(SwclipAlgorithm):
         figures = json.loads(figures_path.read_text(encoding="utf-8"))
         summary, run = figures.get("summary", {}), figures.get("context", {})
         out = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".json":
             text = json.dumps(figures, indent=2) + "\n"
         else:
             text = html_report(summary, run, f"SW-CLIP evaluation of {Path(model).name}")
-        partial = out.with_name(f".{out.name}.partial")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(out)
+        with staged(out) as partial:
+            partial.write_text(text, encoding="utf-8")
         results: dict[str, Any] = {self.OUTPUT: str(out)}
         for key, label in TABLE1:
             value = summary.get(key)

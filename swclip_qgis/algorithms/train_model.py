@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..files import staged
 from .base import SwclipAlgorithm
 
 # The objectives of `swclip train --objective` (swclip_core.config.OBJECTIVES), in menu order.
@@ -149,18 +148,12 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             args += ["--pretrained", pretrained]
         # Train into a hidden sibling and rename it when complete: a cancelled, failed or killed
         # run leaves no folder that looks like a model.
-        staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
-        out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.run_backend("train", [*args, "--out", staging], feedback)
-            if out.exists():
-                out.rmdir()  # only an empty folder: a non-empty one raises and is kept
-            staging.replace(out)
+            with staged(out) as staging:
+                self.run_backend("train", [*args, "--out", staging], feedback)
         except OSError as error:
             raise QgsProcessingException(
                 self.tr("cannot move the trained model to {}: {}").format(out, error)
             ) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         feedback.pushInfo(self.tr("Model written to {}").format(out))
         return {self.OUTPUT: str(out)}

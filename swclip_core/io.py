@@ -1,0 +1,127 @@
+"""Files: atomic writes, content digests, the cache folder and the progress callback type.
+
+Every file the toolkit writes goes through :func:`atomic_path`: it is written under a temporary
+name in the destination folder and renamed onto its real name only when complete, so a reader, a
+crash or a cancel never meets half a file. The helpers below (JSON, CSV, torch, NumPy, GeoPackage,
+raw bytes) are that one rule applied to each format; GeoTIFFs and PNGs use :func:`atomic_path`
+directly with their own writer.
+
+Nothing here imports torch, pandas or GDAL at module level: this module sits under everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ProgressFn = Callable[[float, str], None]
+"""``progress(fraction, message)``: a stage reports 0..1 and a short text (the worker, QGIS)."""
+
+# GeoPackage 1.2: the version that the GDAL of QGIS 3.22 (Debian 12) reads without a warning;
+# pyogrio's newer GDAL would otherwise write 1.4.
+GPKG_OPTIONS = {"VERSION": "1.2"}
+
+
+def progress_span(progress: ProgressFn | None, start: float, end: float) -> ProgressFn | None:
+    """Map a stage's own 0..1 progress onto [start, end] of the caller's overall progress."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+def default_cache_dir() -> Path:
+    """``$SWCLIP_CACHE_DIR``, else ``~/.cache/swclip``."""
+    return Path(os.environ.get("SWCLIP_CACHE_DIR", Path.home() / ".cache" / "swclip"))
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's content, read in blocks."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffix (GDAL and Pillow pick their format from it) and carries
+    the process id, so two processes writing the same file never share a temporary one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """``data`` written atomically to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """JSON (indented, values JSON lacks written as text) written atomically."""
+    return write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """A data frame as CSV without its index, written atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def save_torch(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` written atomically (checkpoints, cached embeddings)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_npy(array: Any, path: str | os.PathLike) -> Path:
+    """A NumPy array in ``.npy`` format, written atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
+    return Path(path)
+
+
+def write_gpkg(
+    path: str | os.PathLike,
+    layers: Mapping[str, Any],
+    *,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
+    """A GeoPackage of ``{layer name: (Geo)DataFrame}`` in that order, written atomically.
+
+    ``finish(tmp)`` runs on the complete file before it is renamed (e.g. to embed styles).
+    """
+    import pyogrio
+
+    with atomic_path(path) as tmp:
+        for index, (name, frame) in enumerate(layers.items()):
+            options = {"append": True} if index else {"dataset_options": GPKG_OPTIONS}
+            pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG", **options)
+        if finish is not None:
+            finish(tmp)
+    return Path(path)
