@@ -93,12 +93,26 @@ def metres_or(word: str | None):
     return parse
 
 
+def add_index_option(parser: argparse.ArgumentParser) -> None:
+    from .gallery_index import EXACT_MAX_ENTRIES, INDEX_KINDS
+
+    parser.add_argument(
+        "--index",
+        choices=INDEX_KINDS,
+        default="auto",
+        help="gallery search: exact (every entry scored), ivf or hnsw (faiss approximate "
+        "indexes, built once per model and gallery and cached beside its embeddings); auto "
+        f"(default): exact up to {EXACT_MAX_ENTRIES:,} entries, ivf above",
+    )
+
+
 def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 
     parser.add_argument(
         "--top-k", type=int, default=5, help="gallery entries per image (default 5)"
     )
+    add_index_option(parser)
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -198,6 +212,7 @@ def add_gallery_parser(commands) -> None:
         help="street name field of --lines, or polygon name field of --grid (fills city)",
     )
     gallery.add_argument("--model", type=Path, help="run folder: embed the gallery now (cached)")
+    add_index_option(gallery)
     add_join_options(gallery)
     add_runtime_options(gallery)
 
@@ -621,6 +636,7 @@ def run_evaluation(args: argparse.Namespace, protocol: str):
         method=args.method,
         temperature=args.temperature,
         mode_radius_m=args.mode_radius_m,
+        index=args.index,
         cache_dir=args.cache_dir or default_cache_dir(),
         progress=args.progress,
         cancel=args.cancel,
@@ -819,6 +835,7 @@ def command_gallery(args: argparse.Namespace) -> int:
             device=model.device,
             model_fingerprint=model.fingerprint,
             cache_dir=cache_dir,
+            index=args.index,
         )
         print(f"embedded its {len(table)} captions for {args.model} (cached in {cache_dir})")
     return EXIT_OK if samples is None else report_skipped(samples, args.out.parent)

@@ -93,6 +93,7 @@ def evaluate(
     method: str = DEFAULT_METHOD,
     temperature: float | None = None,
     mode_radius_m: float = MODE_RADIUS_M,
+    index: str = "auto",
     cache_dir: Path | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -107,7 +108,8 @@ def evaluate(
     protocol: its gallery is the training images, so R@1 and Geo-Align (defined on captions) are
     NaN, and SSI/City-Align are computed on its frozen image features. For any other objective a
     ``knn`` gallery fuses image-kNN into the caption retrieval (open protocol only), with
-    ``knn_weight`` its share and ``knn_temperature`` its softmax temperature.
+    ``knn_weight`` its share and ``knn_temperature`` its softmax temperature. ``index`` is how
+    the caption gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
     """
     samples = samples.reset_index(drop=True)
     lat = samples["lat"].to_numpy(dtype=float)
@@ -152,7 +154,9 @@ def evaluate(
     )
     if protocol == "closed":
         own_table = caption_table(samples, template)
-        gallery = build_gallery(backbone, own_table, device=device, model_fingerprint="")
+        gallery = build_gallery(
+            backbone, own_table, device=device, model_fingerprint="", index=index
+        )
     else:
         if gallery_table is None:
             raise ValueError("the open protocol needs a gallery table")
@@ -162,10 +166,17 @@ def evaluate(
             device=device,
             model_fingerprint=model_fingerprint,
             cache_dir=cache_dir if model_fingerprint else None,
+            index=index,
         )
     rule = {"method": method, "mode_radius_m": mode_radius_m}
     pred = localize(
-        image_emb, gallery.embeddings, gallery.table, k=k, temperature=temperature, **rule
+        image_emb,
+        gallery.embeddings,
+        gallery.table,
+        k=k,
+        temperature=temperature,
+        gallery_index=gallery.index,
+        **rule,
     )
     candidates_table = gallery.table
     if knn is not None:
@@ -206,6 +217,7 @@ def evaluate(
         "method": method,
         "mode_radius_m": mode_radius_m,
         "temperature": temperature,
+        "index": "exact" if gallery.index is None else gallery.index.kind,
         "backbone": config.backbone,
         "objective": config.objective,
         "seed": config.seed,

@@ -13,8 +13,10 @@ mean distance of the top-K entries to the prediction.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,10 @@ from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 from .device import autocast
 from .errors import InputError
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
-from .io import save_torch
+from .io import atomic_path
+
+if TYPE_CHECKING:
+    from .gallery_index import GalleryIndex
 
 
 @dataclass
@@ -33,10 +38,20 @@ class Gallery:
     """Location captions with known coordinates and their L2-normalised embeddings."""
 
     table: pd.DataFrame  # at least lat, lon, caption
-    embeddings: torch.Tensor  # (G, D), float32, CPU
+    # (G, D) float32: a CPU tensor, or a read-only memory map of the cached embeddings on disk
+    embeddings: torch.Tensor | np.ndarray
+    index: GalleryIndex | None = None  # a faiss index (ivf, hnsw); None: exact search
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-K ``(scores, rows)`` of normalised ``queries``, with the index when it has one."""
+        if self.index is not None:
+            return self.index.search(queries, k)
+        if isinstance(self.embeddings, torch.Tensor):
+            return top_k(queries, self.embeddings, k)
+        return streamed_top_k(queries, self.embeddings, k)
 
 
 @dataclass
@@ -66,6 +81,11 @@ def embed_captions(
     return torch.cat(chunks) if chunks else torch.empty(0, backbone.embed_dim)
 
 
+#: Captions embedded (and written to the cache) at a time: a gallery of 10^7 places is never one
+#: tensor in memory.
+EMBED_CHUNK = 65_536
+
+
 def build_gallery(
     backbone,
     table: pd.DataFrame,
@@ -73,33 +93,64 @@ def build_gallery(
     device: torch.device,
     model_fingerprint: str,
     cache_dir: Path | None = None,
+    index: str = "auto",
 ) -> Gallery:
     """Embed ``table.caption``; with ``cache_dir`` the embeddings are kept for the same model.
 
     ``model_fingerprint`` names the exact weights (e.g. a checkpoint digest), so that a retrained
-    model never reuses another model's gallery.
+    model never reuses another model's gallery. Cached embeddings are written chunk by chunk to a
+    ``.npy`` file and memory-mapped, so a gallery larger than memory is searched from disk.
+    ``index`` is one of :data:`~swclip_core.gallery_index.INDEX_KINDS`; a faiss index is built
+    once and cached beside the embeddings.
     """
+    from .gallery_index import index_file, open_index, resolve_kind
+
     missing = {"lat", "lon", "caption"} - set(table.columns)
     if missing:
         raise InputError(f"a gallery needs columns lat, lon and caption; missing {sorted(missing)}")
     if table.empty:
         raise InputError("the gallery is empty: give it at least one location")
+    kind = resolve_kind(index, len(table))
     table = table.reset_index(drop=True)
-    captions = table["caption"].astype(str).tolist()
+    chunks = (
+        table.iloc[start : start + EMBED_CHUNK] for start in range(0, len(table), EMBED_CHUNK)
+    )
+    embedded = (_embed_chunk(backbone, chunk, device) for chunk in chunks)
+    if cache_dir is None:
+        embeddings = torch.cat(list(embedded))
+        gallery_index = None if kind == "exact" else open_index(embeddings.numpy(), kind)
+        return Gallery(table, embeddings, gallery_index)
     digest = hashlib.sha1(usedforsecurity=False)
     digest.update(model_fingerprint.encode())
-    for caption in captions:
+    for caption in table["caption"].astype(str):
         digest.update(caption.encode() + b"\n")
-    cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.pt" if cache_dir else None
-    if cache_file is not None and cache_file.exists():
-        return Gallery(table, torch.load(cache_file, map_location="cpu", weights_only=True))
+    cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.npy"
+    if not cache_file.exists():
+        _write_chunks(embedded, len(table), cache_file)
+    embeddings = np.load(cache_file, mmap_mode="r")
+    if kind == "exact":
+        return Gallery(table, embeddings)
+    return Gallery(table, embeddings, open_index(embeddings, kind, index_file(cache_file, kind)))
+
+
+def _embed_chunk(backbone, chunk: pd.DataFrame, device: torch.device) -> torch.Tensor:
     if hasattr(backbone, "embed_locations"):  # GeoCLIP: a gallery is coordinates, not text
-        embeddings = backbone.embed_locations(table, device)
-    else:
-        embeddings = embed_captions(backbone, captions, device=device)
-    if cache_file is not None:
-        save_torch(embeddings, cache_file)
-    return Gallery(table, embeddings)
+        return backbone.embed_locations(chunk, device)
+    return embed_captions(backbone, chunk["caption"].astype(str).tolist(), device=device)
+
+
+def _write_chunks(chunks: Iterator[torch.Tensor], rows: int, path: Path) -> None:
+    """Write embeddings arriving in chunks as one (rows, D) float32 ``.npy`` file, atomically."""
+    with atomic_path(path) as tmp:
+        store, start = None, 0
+        for chunk in chunks:
+            if store is None:
+                shape = (rows, chunk.shape[1])
+                store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            store[start : start + len(chunk)] = chunk.numpy()
+            start += len(chunk)
+        store.flush()
+        del store
 
 
 #: Largest block of similarity scores held at once: a layer of 10,000 photos against a gallery of
@@ -125,6 +176,30 @@ def top_k(
         (queries[i : i + rows] @ gallery.T).topk(k, dim=1) for i in range(0, len(queries), rows)
     ]
     return torch.cat([s for s, _ in blocks]), torch.cat([i for _, i in blocks])
+
+
+def streamed_top_k(
+    queries: torch.Tensor, gallery: np.ndarray, k: int, *, gallery_rows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`top_k` against a gallery read from disk (e.g. a memory map), ``gallery_rows``
+    entries at a time: each block is read once, and memory holds one block and the running top-K.
+    """
+    size, dim = gallery.shape
+    k = min(k, size)
+    if gallery_rows is None:
+        gallery_rows = MAX_BLOCK_BYTES // (4 * dim)
+    gallery_rows = max(k, gallery_rows)
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    for start in range(0, size, gallery_rows):
+        block = torch.from_numpy(np.array(gallery[start : start + gallery_rows], np.float32))
+        scores, index = top_k(queries, block, k)
+        if best is not None:
+            scores = torch.cat([best[0], scores], dim=1)
+            index = torch.cat([best[1], index + start], dim=1)
+            scores, order = scores.topk(k, dim=1)
+            index = index.gather(1, order)
+        best = scores, index
+    return best
 
 
 def predict_locations(
@@ -179,17 +254,19 @@ def predict_locations(
 
 def localize(
     queries: torch.Tensor,
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | np.ndarray,
     table: pd.DataFrame,
     *,
     k: int = 5,
     method: str = DEFAULT_METHOD,
     temperature: float = 0.05,
     mode_radius_m: float = MODE_RADIUS_M,
+    gallery_index: GalleryIndex | None = None,
 ) -> Predictions:
     """Top-K retrieval of normalised ``queries`` among ``embeddings`` whose rows are located by
-    ``table.lat``/``table.lon``, then the predicted coordinates."""
-    scores, index = top_k(queries, embeddings, k)
+    ``table.lat``/``table.lon`` (with ``gallery_index`` when given), then the predicted
+    coordinates."""
+    scores, index = Gallery(table, embeddings, gallery_index).search(queries, k)
     return predict_locations(
         scores.numpy(),
         index.numpy(),

@@ -168,7 +168,7 @@ def test_predict_with_a_saved_gallery_embeds_it_once_per_model(
     common = ["--cache-dir", str(feature_cache)]
     assert main(["train", str(PHOTOS), "--out", str(run), "--epochs", "1", *common]) == 0
     gallery = tmp_path / "photos_gallery.gpkg"
-    before = set(feature_cache.glob("gallery-*.pt"))
+    before = set(feature_cache.glob("gallery-*.npy"))
     code = main(
         [
             "gallery",
@@ -182,7 +182,7 @@ def test_predict_with_a_saved_gallery_embeds_it_once_per_model(
         ]
     )
     assert code == 0
-    embedded = set(feature_cache.glob("gallery-*.pt")) - before
+    embedded = set(feature_cache.glob("gallery-*.npy")) - before
     assert len(embedded) == 1  # embedded for this model
     (cache_file,) = embedded
     stamp = cache_file.stat().st_mtime_ns
@@ -207,7 +207,7 @@ def test_predict_with_a_saved_gallery_embeds_it_once_per_model(
         assert code == 0
         points = pyogrio.read_dataframe(out, layer="predicted_points")
         assert len(points) == len(manifest)
-        assert set(feature_cache.glob("gallery-*.pt")) - before == embedded  # reused
+        assert set(feature_cache.glob("gallery-*.npy")) - before == embedded  # reused
         assert cache_file.stat().st_mtime_ns == stamp
     # The photos are their own gallery here: most land on (or next to) their own place.
     assert np.median(points["error_m"]) < 50_000
