@@ -42,7 +42,8 @@ def caption_embeddings(work: Path) -> torch.Tensor:
     rng = np.random.default_rng(0)
     picked = places.iloc[rng.choice(len(places), 300, replace=False)].reset_index(drop=True)
     cpu = torch.device("cpu")
-    embedded = embed_captions(create_backbone("swclip-lite", device=cpu), captions_for(picked), device=cpu)
+    backbone = create_backbone("swclip-lite", device=cpu)
+    embedded = embed_captions(backbone, captions_for(picked), device=cpu)
     torch.save(embedded, path)
     return embedded
 

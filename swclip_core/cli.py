@@ -769,12 +769,15 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_gallery(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .captions import DEFAULT_TEMPLATE
     from .data import read_samples
     from .data.joins import read_layer
     from .errors import InputError
     from .galleries import (
-        gallery_along_lines,
+        gallery_chunks_along_lines,
+        gallery_from_file,
         gallery_from_points,
         gallery_from_samples,
         gallery_grid,
@@ -807,7 +810,8 @@ def command_gallery(args: argparse.Namespace) -> int:
     elif args.points is not None:
         table = gallery_from_points(enrich(read_layer(args.points, args.layer), args), template)
     elif args.lines is not None:
-        table = gallery_along_lines(
+        # streamed: a point every few metres of a country's roads is never held in memory
+        table = gallery_chunks_along_lines(
             args.lines,
             spacing_m=args.spacing_m,
             name_field=args.name_field,
@@ -823,6 +827,8 @@ def command_gallery(args: argparse.Namespace) -> int:
             layer=args.layer,
         )
     path = save_gallery(table, args.out)
+    if not isinstance(table, pd.DataFrame):  # written chunk by chunk: read back what was saved
+        table = gallery_from_file(path, template)
     print(f"wrote {path}: {len(table)} gallery locations (layer gallery)")
     if args.model is not None:
         from .io import default_cache_dir

@@ -10,6 +10,7 @@ cached per model by :func:`swclip_core.retrieval.build_gallery`, so it is embedd
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -31,14 +32,18 @@ from .data.joins import (
 )
 from .errors import InputError
 from .geo import WGS84
-from .io import write_gpkg
+from .io import GPKG_OPTIONS, atomic_path
 from .runs import TRAIN_SAMPLES
 
 LABEL_COLUMNS = ("street", "city", "country")
 GALLERY_COLUMNS = ("lat", "lon", *LABEL_COLUMNS, "caption")
 GALLERY_LAYER = "gallery"
-# Above this many locations a gallery is almost certainly a wrong spacing (metres vs degrees).
+# Above this many locations a gallery held in memory is almost certainly a wrong spacing (metres
+# vs degrees).
 MAX_GALLERY_SIZE = 2_000_000
+# A gallery streamed to disk (`swclip gallery --lines`): every 10 m of a country's roads.
+MAX_STREAMED_GALLERY_SIZE = 50_000_000
+LINE_CHUNK_POINTS = 500_000
 
 
 def training_gallery(run_dir: Path) -> pd.DataFrame:
@@ -103,8 +108,33 @@ def gallery_along_lines(
     Each part of a (multi)line gets points at 0, s, 2s, ... metres from its start, measured in a
     local azimuthal equidistant projection around the layer (any input CRS); a part shorter than
     the spacing gets one point at its middle. ``name_field`` is detected when None; ``city`` and
-    ``country`` attributes are carried when the layer has them.
+    ``country`` attributes are carried when the layer has them. At most
+    :data:`MAX_GALLERY_SIZE` points; :func:`gallery_chunks_along_lines` streams larger ones.
     """
+    chunks = gallery_chunks_along_lines(
+        lines,
+        spacing_m=spacing_m,
+        name_field=name_field,
+        template=template,
+        layer=layer,
+        max_points=MAX_GALLERY_SIZE,
+    )
+    return pd.concat(list(chunks), ignore_index=True)
+
+
+def gallery_chunks_along_lines(
+    lines: str | Path | gpd.GeoDataFrame,
+    *,
+    spacing_m: float,
+    name_field: str | None = None,
+    template: CaptionTemplate = DEFAULT_TEMPLATE,
+    layer: str | None = None,
+    max_points: int = MAX_STREAMED_GALLERY_SIZE,
+    chunk_points: int = LINE_CHUNK_POINTS,
+) -> Iterator[pd.DataFrame]:
+    """:func:`gallery_along_lines` in chunks of about ``chunk_points`` places (whole line parts
+    each), so that a gallery every few metres of a national road network is written (with
+    :func:`save_gallery`) without ever being held in memory."""
     _check_spacing(spacing_m)
     if isinstance(lines, gpd.GeoDataFrame):
         frame = check_layer(lines, lines)
@@ -121,22 +151,33 @@ def gallery_along_lines(
     labels["street"] = frame[field]
     parts = frame.geometry.explode(index_parts=False)
     lat, lon = _lat_lon(parts.representative_point())
-    crs = local_metric_crs(lat, lon)
+    crs = local_metric_crs(lat, lon)  # one projection for the whole layer, whatever the chunk
     local = parts.to_crs(crs).to_numpy()
     lengths = shapely.length(local)
     counts = np.where(lengths < spacing_m, 1, np.floor(lengths / spacing_m).astype(np.int64) + 1)
-    if counts.sum() > MAX_GALLERY_SIZE:
+    if counts.sum() > max_points:
         raise InputError(
-            f"{counts.sum():,} points along {_label(lines)}: use a larger --spacing-m (metres)"
+            f"{counts.sum():,} points along {_label(lines)} (limit {max_points:,}): use a larger "
+            "--spacing-m (metres)"
         )
-    part_of = np.repeat(np.arange(len(local)), counts)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    distance = (np.arange(counts.sum()) - starts) * float(spacing_m)
-    distance = np.where(lengths[part_of] < spacing_m, lengths[part_of] / 2, distance)
-    points = gpd.GeoSeries(shapely.line_interpolate_point(local[part_of], distance), crs=crs)
-    table = labels.loc[parts.index[part_of]].reset_index(drop=True)
-    table["lat"], table["lon"] = _lat_lon(points)
-    return _finish(table, template, _label(lines))
+    ends = np.cumsum(counts)
+    first = 0
+    while first < len(local):
+        # whole parts up to about chunk_points places (a part longer than that is one chunk)
+        last = max(
+            first + 1,
+            int(np.searchsorted(ends, ends[first] - counts[first] + chunk_points, "right")),
+        )
+        part = np.arange(first, last)
+        part_of = np.repeat(part, counts[part])
+        starts = np.repeat(ends[part] - counts[part], counts[part])
+        distance = (np.arange(starts[0], ends[last - 1]) - starts) * float(spacing_m)
+        distance = np.where(lengths[part_of] < spacing_m, lengths[part_of] / 2, distance)
+        points = gpd.GeoSeries(shapely.line_interpolate_point(local[part_of], distance), crs=crs)
+        table = labels.loc[parts.index[part_of]].reset_index(drop=True)
+        table["lat"], table["lon"] = _lat_lon(points)
+        yield _finish(table, template, _label(lines))
+        first = last
 
 
 def gallery_grid(
@@ -237,19 +278,35 @@ def gallery_from_file(path: str | Path, template: CaptionTemplate) -> pd.DataFra
     return gallery_from_points(path, template)
 
 
-def save_gallery(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a gallery as the EPSG:4326 point layer ``gallery`` of a GeoPackage, atomically."""
+def save_gallery(table: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path) -> Path:
+    """Write a gallery (or its chunks, one after the other) as the EPSG:4326 point layer
+    ``gallery`` of a GeoPackage, atomically."""
     path = Path(path)
     if path.suffix.lower() != ".gpkg":
         raise InputError(f"a gallery is saved as a GeoPackage ending in .gpkg, not {path.name}")
-    missing = {"lat", "lon", "caption"} - set(table.columns)
-    if missing:
-        raise InputError(f"a gallery needs columns lat, lon and caption; missing {sorted(missing)}")
-    data = pd.DataFrame({c: table.get(c) for c in GALLERY_COLUMNS}).reset_index(drop=True)
-    for column in (*LABEL_COLUMNS, "caption"):
-        data[column] = text_values(data[column])
-    frame = gpd.GeoDataFrame(data, geometry=gpd.points_from_xy(data["lon"], data["lat"]), crs=WGS84)
-    return write_gpkg(path, {GALLERY_LAYER: frame})
+    chunks = [table] if isinstance(table, pd.DataFrame) else table
+    append = False
+    with atomic_path(path) as tmp:
+        for chunk in chunks:
+            missing = {"lat", "lon", "caption"} - set(chunk.columns)
+            if missing:
+                raise InputError(
+                    f"a gallery needs columns lat, lon and caption; missing {sorted(missing)}"
+                )
+            data = pd.DataFrame({c: chunk.get(c) for c in GALLERY_COLUMNS}).reset_index(drop=True)
+            for column in (*LABEL_COLUMNS, "caption"):
+                data[column] = text_values(data[column])
+            geometry = gpd.points_from_xy(data["lon"], data["lat"])
+            pyogrio.write_dataframe(
+                gpd.GeoDataFrame(data, geometry=geometry, crs=WGS84),
+                tmp,
+                layer=GALLERY_LAYER,
+                driver="GPKG",
+                dataset_options=GPKG_OPTIONS,
+                append=append,
+            )
+            append = True
+    return path
 
 
 def load_gallery(path: str | Path) -> pd.DataFrame:

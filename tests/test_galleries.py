@@ -16,6 +16,7 @@ from swclip_core.errors import InputError
 from swclip_core.galleries import (
     GALLERY_COLUMNS,
     gallery_along_lines,
+    gallery_chunks_along_lines,
     gallery_from_file,
     gallery_from_points,
     gallery_from_samples,
@@ -145,6 +146,20 @@ def test_save_and_load_round_trip(lines, tmp_path):
     )
     with pytest.raises(InputError, match=r"\.gpkg"):
         save_gallery(gallery, tmp_path / "gallery.csv")
+
+
+@pytest.mark.parametrize("chunk_points", [1, 7, 40])
+def test_lines_gallery_streams_in_chunks_of_whole_parts(lines, tmp_path, chunk_points):
+    whole = gallery_along_lines(lines, spacing_m=10.0)
+    chunks = list(gallery_chunks_along_lines(lines, spacing_m=10.0, chunk_points=chunk_points))
+    # High Street, 1,234 m, is the longest part: 124 points, one chunk however small the chunks
+    assert len(chunks) > 1 and max(map(len, chunks)) <= max(chunk_points, 124)
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    path = save_gallery(iter(chunks), tmp_path / "streamed.gpkg")
+    pd.testing.assert_frame_equal(load_gallery(path), whole, check_dtype=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.gpkg"]  # no partial file
+    with pytest.raises(InputError, match="limit 50"):
+        next(gallery_chunks_along_lines(lines, spacing_m=10.0, max_points=50))
 
 
 def test_gallery_command_without_model(lines, tmp_path, capsys):
