@@ -246,7 +246,7 @@ def add_surface_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import AUTO_SCALE_RULE, KERNELS, MODES, OBJECTIVES, TrainConfig
+    from .config import AUTO_SCALE_RULE, CHUNK_ROWS, KERNELS, MODES, OBJECTIVES, TrainConfig
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -366,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--map", type=Path, metavar="PATH.png", help="also write a PNG map of the errors"
     )
+    predict.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=CHUNK_ROWS,
+        help="records of a CSV or vector layer read, localized and written at a time, so that "
+        "memory does not grow with the layer (default %(default)s; a photo folder or a raster is "
+        "one chunk; with --region-grid-m the layer is read at once)",
+    )
     add_retrieval_options(predict)
     add_join_options(predict)
     add_runtime_options(predict)
@@ -430,11 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_input(args: argparse.Namespace):
-    from .data import read_samples
+def read_input(args: argparse.Namespace, chunk_rows: int | None = None):
+    """The input samples; with ``chunk_rows`` an iterator of chunks of that many records."""
+    from .data.samples import read_sample_chunks
 
-    return read_samples(
+    chunks = read_sample_chunks(
         args.input,
+        chunk_rows=chunk_rows,
         layer=args.layer,
         image_column=args.image_column,
         lat_column=args.lat_column,
@@ -455,10 +465,15 @@ def read_input(args: argparse.Namespace):
         # predict localizes photos whose position may be unknown; the others need the truth
         require_location=args.command != "predict",
     )
+    if chunk_rows is not None:
+        return chunks
+    (samples,) = chunks
+    return samples
 
 
-def enrich(samples, args: argparse.Namespace):
-    """Apply the spatial joins the options ask for; print how many records each one filled."""
+def enrich(samples, args: argparse.Namespace, *, report: bool = True):
+    """Apply the spatial joins the options ask for; print how many records each one filled
+    (unless not ``report``: a chunk of a layer, whose joins are reported for the whole)."""
     from .data.joins import assign_grid_regions, join_regions, join_streets
     from .errors import InputError
 
@@ -491,22 +506,31 @@ def enrich(samples, args: argparse.Namespace):
         )
     if getattr(args, "region_grid_m", None) is not None:
         samples = assign_grid_regions(samples, args.region_grid_m)
-    for entry in samples.attrs.get("joins", [])[before:]:
+    if report:
+        report_joins(samples.attrs.get("joins", [])[before:], len(samples))
+    return samples
+
+
+def report_joins(entries: list[dict], records: int) -> None:
+    for entry in entries:
         source = entry["layer"] + (f" (field {entry['name_field']})" if entry["name_field"] else "")
         print(
-            f"{entry['field']}: filled {entry['filled']} of {len(samples)} records from {source}; "
+            f"{entry['field']}: filled {entry['filled']} of {records} records from {source}; "
             f"{entry['already_set']} already had one, {entry['unmatched']} matched nothing"
         )
-    return samples
 
 
 def report_skipped(samples, out_folder: Path | None) -> int:
     """Print the skipped records (and save them in ``out_folder``, the command's output folder,
     when it has one); the exit code that reflects them."""
+    return report_skipped_list(samples.attrs.get("skipped", []), out_folder)
+
+
+def report_skipped_list(skipped: list[dict], out_folder: Path | None) -> int:
+    """:func:`report_skipped` of a list of skipped records."""
     from .io import write_csv
     from .outputs import skipped_table
 
-    skipped = samples.attrs.get("skipped", [])
     if not skipped:
         return EXIT_OK
     where = ":"
@@ -604,12 +628,22 @@ def load_gallery_table(args: argparse.Namespace, config):
 
 
 def run_evaluation(args: argparse.Namespace, protocol: str):
+    from .evaluate import evaluate
+
+    options = evaluation_options(args, protocol)
+    samples = enrich(read_input(args), args)
+    return samples, evaluate(samples=samples, **options)
+
+
+def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
+    """Everything :func:`evaluate` needs but the samples: the model, its gallery (built once,
+    however many chunks of a layer are then localized against it) and the options."""
     from .api import load_model
     from .device import resolve_device
     from .errors import InputError
-    from .evaluate import evaluate
     from .io import default_cache_dir
     from .knn import load_knn
+    from .retrieval import build_gallery
 
     device = resolve_device(args.device)
     model = load_model(args.model, device)
@@ -622,29 +656,36 @@ def run_evaluation(args: argparse.Namespace, protocol: str):
         )
     if fuse is not None:
         knn = load_knn(fuse, device)
-    samples = enrich(read_input(args), args)
-    gallery = load_gallery_table(args, config) if protocol == "open" else None
-    evaluation = evaluate(
-        model.network,
-        config,
-        samples,
+    cache_dir = args.cache_dir or default_cache_dir()
+    gallery = None
+    if protocol == "open" and config.objective != "image-knn":
+        gallery = build_gallery(
+            model.network,
+            load_gallery_table(args, config),
+            device=device,
+            model_fingerprint=model.fingerprint,
+            cache_dir=cache_dir if model.fingerprint else None,
+            index=args.index,
+        )
+    return dict(
+        backbone=model.network,
+        config=config,
         device=device,
         protocol=protocol,
-        gallery_table=gallery,
+        gallery=gallery,
         model_fingerprint=model.fingerprint,
         k=args.top_k,
         method=args.method,
         temperature=args.temperature,
         mode_radius_m=args.mode_radius_m,
         index=args.index,
-        cache_dir=args.cache_dir or default_cache_dir(),
+        cache_dir=cache_dir,
         progress=args.progress,
         cancel=args.cancel,
         knn=knn,
         knn_weight=getattr(args, "knn_weight", 0.5),
         knn_temperature=getattr(args, "knn_temperature", 0.05),
     )
-    return samples, evaluation
 
 
 def region_polygons(args: argparse.Namespace):
@@ -658,8 +699,14 @@ def region_polygons(args: argparse.Namespace):
 
 
 def command_predict(args: argparse.Namespace) -> int:
+    import itertools
+
+    import numpy as np
+
     from .errors import InputError
-    from .outputs import render_error_map, write_error_surface, write_predictions_gpkg
+    from .evaluate import evaluate
+    from .metrics import error_summary
+    from .outputs import render_error_map, write_error_surface, write_prediction_chunks
 
     if args.out.suffix.lower() != ".gpkg":
         raise InputError(f"--out must be a GeoPackage file ending in .gpkg, got {args.out}")
@@ -668,22 +715,48 @@ def command_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--error-surface must end in .tif, got {args.error_surface}")
     if args.map and args.map.suffix.lower() != ".png":
         raise InputError(f"--map must end in .png, got {args.map}")
-    samples, evaluation = run_evaluation(args, "open")
+    if args.chunk_rows < 1:
+        raise InputError(
+            f"--chunk-rows must be a positive number of records, not {args.chunk_rows}"
+        )
+    options = evaluation_options(args, "open")
     regions, region_field = region_polygons(args)
-    out_crs = args.out_crs or samples.attrs.get("source_crs", "EPSG:4326")
-    path = write_predictions_gpkg(
-        evaluation.predictions,
+    # A layer larger than memory is read, localized and written chunk by chunk; grid regions are
+    # laid out around the whole layer, so with --region-grid-m it is read at once.
+    if args.region_grid_m is None:
+        chunks = read_input(args, args.chunk_rows)
+    else:
+        chunks = iter([read_input(args)])
+    first = next(chunks)  # there is always one: the input's CRS is the output's default
+    out_crs = args.out_crs or first.attrs.get("source_crs", "EPSG:4326")
+    skipped: list[dict] = []
+    joins: list[list[dict]] = []
+
+    def localized():
+        for chunk in itertools.chain([first], chunks):
+            skipped.extend(chunk.attrs.get("skipped", []))
+            if not chunk.empty:
+                chunk = enrich(chunk, args, report=False)
+                joins.append(chunk.attrs.get("joins", []))
+                yield evaluate(samples=chunk, **options, figures=False).predictions
+
+    predictions = write_prediction_chunks(
+        localized(),
         args.out,
         crs=out_crs,
-        skipped=samples.attrs.get("skipped", []),
+        skipped=skipped,
         regions=regions,
         region_field=region_field,
     )
-    s = evaluation.summary
-    print(
-        f"localized {len(evaluation.predictions)} photos against "
-        f"{evaluation.context['gallery_size']} gallery locations"
-    )
+    path = args.out
+    for entries in zip(*joins, strict=True):  # the same joins on every chunk: report their sums
+        sums = {key: sum(e[key] for e in entries) for key in ("filled", "already_set", "unmatched")}
+        report_joins([{**entries[0], **sums}], len(predictions))
+    gallery = options["gallery"]
+    gallery_size = len(options["knn"].table) if gallery is None else len(gallery)
+    print(f"localized {len(predictions)} photos against {gallery_size} gallery locations")
+    errors = predictions["error_m"].to_numpy(dtype=float)
+    s = error_summary(errors[np.isfinite(errors)])
     if s["n"]:
         print(
             f"{s['n']} with a known location: median error {s['median_error_m']:,.0f} m, "
@@ -694,12 +767,12 @@ def command_predict(args: argparse.Namespace) -> int:
         layers += ", region_choropleth, fairness_summary"
     print(f"wrote {path} (layers {layers})")
     if args.error_surface:
-        surface = write_error_surface(evaluation.predictions, args.error_surface, crs=out_crs)
+        surface = write_error_surface(predictions, args.error_surface, crs=out_crs)
         print(f"wrote {surface} (error_m interpolated between the true locations)")
     if args.map:
         title = f"swclip predict with {args.model.name}"
-        print(f"wrote {render_error_map(evaluation.predictions, args.map, title=title)}")
-    return report_skipped(samples, args.out.parent)
+        print(f"wrote {render_error_map(predictions, args.map, title=title)}")
+    return report_skipped_list(skipped, args.out.parent)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:

@@ -25,6 +25,9 @@ KERNELS = ("exponential", "gaussian")
 METHODS = ("mode", "weighted", "top1")
 MODE_RADIUS_M = 5_000.0  # about a town: candidates closer than this count as one place
 DEFAULT_METHOD = METHODS[0]
+# Records of a CSV or vector layer that `swclip predict` reads, localizes and writes at a time:
+# a few megabytes of table and its image features, whatever the size of the layer.
+CHUNK_ROWS = 20_000
 
 
 # The automatic kernel scale: SCALE_PER_SPACING times the median distance from each training

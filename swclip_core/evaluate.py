@@ -27,7 +27,7 @@ from .geo import haversine_m, pairwise_haversine_m
 from .io import ProgressFn
 from .knn import KNN_TEMPERATURE, KNN_WEIGHT, KnnLocalizer, fuse_predictions
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
-from .retrieval import build_gallery, localize
+from .retrieval import Gallery, build_gallery, localize
 from .runs import caption_template
 
 PROTOCOLS = ("closed", "open")
@@ -88,6 +88,7 @@ def evaluate(
     device: torch.device,
     protocol: str = "closed",
     gallery_table: pd.DataFrame | None = None,
+    gallery: Gallery | None = None,
     model_fingerprint: str = "",
     k: int = 5,
     method: str = DEFAULT_METHOD,
@@ -100,6 +101,7 @@ def evaluate(
     knn: KnnLocalizer | None = None,
     knn_weight: float = KNN_WEIGHT,
     knn_temperature: float = KNN_TEMPERATURE,
+    figures: bool = True,
 ) -> Evaluation:
     """Localize ``samples`` with a trained (or zero-shot) backbone and compute every metric.
 
@@ -109,7 +111,10 @@ def evaluate(
     NaN, and SSI/City-Align are computed on its frozen image features. For any other objective a
     ``knn`` gallery fuses image-kNN into the caption retrieval (open protocol only), with
     ``knn_weight`` its share and ``knn_temperature`` its softmax temperature. ``index`` is how
-    the caption gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
+    the caption gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`); an open
+    ``gallery`` already built (:func:`build_gallery`) replaces ``gallery_table``, e.g. when a
+    large layer is localized chunk by chunk. ``figures=False`` leaves SSI and City-Align out of the
+    summary (NaN): they need every embedding of the evaluated set at once.
     """
     samples = samples.reset_index(drop=True)
     lat = samples["lat"].to_numpy(dtype=float)
@@ -127,6 +132,7 @@ def evaluate(
             cache_dir=cache_dir,
             progress=progress,
             cancel=cancel,
+            figures=figures,
         )
     if knn is not None and protocol != "open":
         raise InputError(
@@ -157,7 +163,7 @@ def evaluate(
         gallery = build_gallery(
             backbone, own_table, device=device, model_fingerprint="", index=index
         )
-    else:
+    elif gallery is None:
         if gallery_table is None:
             raise ValueError("the open protocol needs a gallery table")
         gallery = build_gallery(
@@ -198,7 +204,7 @@ def evaluate(
             knn_weight=knn_weight,
             **rule,
         )
-    errors, summary = location_scores(pred, samples, image_emb)
+    errors, summary = location_scores(pred, samples, image_emb, figures=figures)
     rank = np.full(len(samples), -1)
     if protocol == "closed":
         sim = image_emb @ gallery.embeddings.T
@@ -233,15 +239,18 @@ def evaluate(
 
 
 def location_scores(
-    pred, samples: pd.DataFrame, embeddings: torch.Tensor
+    pred, samples: pd.DataFrame, embeddings: torch.Tensor, *, figures: bool = True
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Per-sample errors (NaN where the true location is unknown) and the figures that need the
-    truth (error summary, SSI, City-Align), over the samples whose location is known."""
+    truth (error summary, SSI, City-Align; the last two NaN without ``figures``), over the
+    samples whose location is known."""
     lat = samples["lat"].to_numpy(dtype=float)
     lon = samples["lon"].to_numpy(dtype=float)
     errors = haversine_m(pred.lat, pred.lon, lat, lon)
     known = np.isfinite(errors)
     summary: dict[str, float] = dict(error_summary(errors[known]))
+    if not figures:
+        return errors, {**summary, "ssi": float("nan"), "city_align": float("nan")}
     summary.update(
         embedding_metrics(
             embeddings[torch.from_numpy(known)], samples[known].reset_index(drop=True)
@@ -322,6 +331,7 @@ def _evaluate_image_knn(
     cache_dir: Path | None,
     progress: ProgressFn | None,
     cancel: Callable[[], bool] | None,
+    figures: bool = True,
 ) -> Evaluation:
     """:func:`evaluate` for an image-kNN run: the training images are the gallery."""
     if knn is None:
@@ -332,7 +342,7 @@ def _evaluate_image_knn(
     pred = knn.predict(
         queries, k=k, method=method, temperature=temperature, mode_radius_m=mode_radius_m
     )
-    errors, summary = location_scores(pred, samples, queries)
+    errors, summary = location_scores(pred, samples, queries, figures=figures)
     summary.update(r_at_1=float("nan"), geo_align=float("nan"))  # no caption gallery to rank
     rank = np.full(len(samples), -1)
     context = {

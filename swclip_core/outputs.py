@@ -10,17 +10,19 @@ from __future__ import annotations
 import math
 import sqlite3
 import warnings
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 from shapely import linestrings, points
 
 from swclip_core.errors import InputError
 from swclip_core.geo import EARTH_RADIUS_M
-from swclip_core.io import atomic_path, write_gpkg
+from swclip_core.io import GPKG_OPTIONS, atomic_path
 
 # The error surface lives in its own module; re-exported so that every output is one import away.
 from swclip_core.surface import write_error_surface as write_error_surface
@@ -254,6 +256,20 @@ def embed_default_styles(gpkg: Path, layers: tuple[str, ...]) -> None:
             )
 
 
+#: What the region figures, the error surface and the map need of each prediction: all that is
+#: kept of a layer written chunk by chunk (:func:`write_prediction_chunks`).
+SUMMARY_COLUMNS = (
+    "sample_id",
+    "true_lat",
+    "true_lon",
+    "pred_lat",
+    "pred_lon",
+    "error_m",
+    "rank_of_truth",
+    "region",
+)
+
+
 def write_predictions_gpkg(
     predictions: pd.DataFrame,
     path: str | Path,
@@ -269,21 +285,71 @@ def write_predictions_gpkg(
     the table fairness_summary (see :func:`region_choropleth`). Point, line and choropleth layers
     carry their QML style from ``resources/styles`` as the default style.
     """
+    write_prediction_chunks(
+        [predictions],
+        path,
+        crs=crs,
+        skipped=skipped,
+        regions=regions,
+        region_field=region_field,
+        radius_m=radius_m,
+    )
+    return Path(path)
+
+
+def write_prediction_chunks(
+    chunks: Iterable[pd.DataFrame],
+    path: str | Path,
+    *,
+    crs: str = WGS84,
+    skipped: list[dict] | None = None,
+    regions: gpd.GeoDataFrame | None = None,
+    region_field: str | None = None,
+    radius_m: float = 1000.0,
+) -> pd.DataFrame:
+    """:func:`write_predictions_gpkg` for predictions arriving in chunks (e.g. a layer larger than
+    memory, localized piece by piece): each chunk's points and lines are appended as it comes, and
+    only its :data:`SUMMARY_COLUMNS` are kept, which this returns for the whole layer. ``skipped``
+    is read once the chunks are exhausted, so the producer of the chunks may still add to it.
+    The file appears, complete, only when every chunk is written.
+    """
     path = Path(path)
     if regions is not None and not region_field:
         raise InputError("A region layer needs region_field: the field that names the regions.")
-    point_layer, line_layer = prediction_layers(predictions, crs)
-    choropleth = None
-    if regions is not None:
-        choropleth = region_choropleth(
-            predictions, regions, region_field=region_field, radius_m=radius_m
-        ).to_crs(crs)
-    layers = {POINTS_LAYER: point_layer, LINES_LAYER: line_layer}
-    if choropleth is not None:
-        layers[CHOROPLETH_LAYER] = choropleth
-        layers[FAIRNESS_LAYER] = fairness_table(choropleth.attrs["fairness"])
-    layers[SKIPPED_LAYER] = skipped_table(skipped or [])
-    return write_gpkg(path, layers, finish=lambda tmp: embed_default_styles(tmp, STYLED_LAYERS))
+    kept = []
+    with atomic_path(path) as tmp:
+        for predictions in chunks:
+            if predictions.empty:
+                continue
+            point_layer, line_layer = prediction_layers(predictions, crs)
+            first = not kept
+            options = {"dataset_options": GPKG_OPTIONS} if first else {}
+            pyogrio.write_dataframe(
+                point_layer, tmp, layer=POINTS_LAYER, driver="GPKG", append=not first, **options
+            )
+            pyogrio.write_dataframe(line_layer, tmp, layer=LINES_LAYER, driver="GPKG", append=True)
+            kept.append(pd.DataFrame(predictions[[c for c in SUMMARY_COLUMNS if c in predictions]]))
+        if not kept:
+            raise InputError("No prediction to write: every record was skipped.")
+        summary = pd.concat(kept, ignore_index=True)
+        if regions is not None:
+            choropleth = region_choropleth(
+                summary, regions, region_field=region_field, radius_m=radius_m
+            ).to_crs(crs)
+            pyogrio.write_dataframe(
+                choropleth, tmp, layer=CHOROPLETH_LAYER, driver="GPKG", append=True
+            )
+            pyogrio.write_dataframe(
+                fairness_table(choropleth.attrs["fairness"]),
+                tmp,
+                layer=FAIRNESS_LAYER,
+                driver="GPKG",
+                append=True,
+            )
+        table = skipped_table(skipped or [])
+        pyogrio.write_dataframe(table, tmp, layer=SKIPPED_LAYER, driver="GPKG", append=True)
+        embed_default_styles(tmp, STYLED_LAYERS)
+    return summary
 
 
 def format_distance(metres: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import shapely
 from PIL import Image
 
 from swclip_core.columns import CANDIDATES, clean_text, find_column, match_column
+from swclip_core.config import CHUNK_ROWS
 from swclip_core.data.exif import read_exif_gps
 from swclip_core.data.images import DECODE_ERRORS, load_image
 from swclip_core.errors import InputError, SwclipError
@@ -149,9 +150,11 @@ def _records_from_table(
     xy: tuple[Sequence[float], Sequence[float]],
     source_crs: Any,
     crs_assumed: bool,
+    first_row: int = 1,
 ) -> _Records:
-    """Records from attribute columns plus x/y in ``source_crs`` (NaN where missing)."""
-    rows = range(1, len(table) + 1)
+    """Records from attribute columns plus x/y in ``source_crs`` (NaN where missing); the first
+    record is row ``first_row`` of the input (a chunk of it may start further down)."""
+    rows = range(first_row, first_row + len(table))
     if found["id"]:
         ids = [clean_text(v) for v in table[found["id"]]]
         labels = [i or f"row {row}" for i, row in zip(ids, rows, strict=True)]
@@ -180,6 +183,7 @@ def _records_from_columns(
     columns: dict[str, str | None],
     crs: str | None,
     decimal_comma: bool,
+    first_row: int = 1,
 ) -> _Records:
     """Records from a table whose coordinates are in columns (CSV, or a layer without geometry)."""
     names = [str(c) for c in table.columns]
@@ -204,10 +208,15 @@ def _records_from_columns(
         [_number(v, decimal_comma) for v in table[x_col]],
         [_number(v, decimal_comma) for v in table[y_col]],
     )
-    return _records_from_table(table, found, xy, source_crs, crs_assumed=crs is None)
+    return _records_from_table(
+        table, found, xy, source_crs, crs_assumed=crs is None, first_row=first_row
+    )
 
 
-def _read_csv(path: Path, columns: dict[str, str | None], crs: str | None) -> _Records:
+def _read_csv(
+    path: Path, columns: dict[str, str | None], crs: str | None, chunk_rows: int | None = None
+) -> Iterator[_Records]:
+    """Records of a CSV, ``chunk_rows`` rows at a time (all at once when None)."""
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
             first_line = handle.readline()
@@ -218,14 +227,29 @@ def _read_csv(path: Path, columns: dict[str, str | None], crs: str | None) -> _R
             separator = ";"
         else:
             separator = ","
-        table = pd.read_csv(
+        tables = pd.read_csv(
             path,
             sep=separator,
             dtype=str,
             keep_default_na=False,
             encoding="utf-8-sig",
             skipinitialspace=True,
+            chunksize=chunk_rows,
         )
+        first_row = 1
+        for table in [tables] if chunk_rows is None else tables:
+            table.columns = [str(c).strip() for c in table.columns]
+            if table.empty and first_row == 1:
+                raise InputError(f"{path} has a header but no rows: add one row per sample.")
+            yield _records_from_columns(
+                table,
+                path,
+                columns=columns,
+                crs=crs,
+                decimal_comma=separator == ";",
+                first_row=first_row,
+            )
+            first_row += len(table)
     except pd.errors.EmptyDataError as error:
         raise InputError(
             f"{path} is empty: it needs a header row and one row per sample."
@@ -234,12 +258,6 @@ def _read_csv(path: Path, columns: dict[str, str | None], crs: str | None) -> _R
         raise InputError(
             f"Cannot read {path} as CSV ({error}). Save it as UTF-8 CSV with one header row."
         ) from error
-    table.columns = [str(c).strip() for c in table.columns]
-    if table.empty:
-        raise InputError(f"{path} has a header but no rows: add one row per sample.")
-    return _records_from_columns(
-        table, path, columns=columns, crs=crs, decimal_comma=separator == ";"
-    )
 
 
 def choose_layer(
@@ -291,27 +309,58 @@ def _point_xy(geometries: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarra
 
 
 def _read_vector(
-    path: Path, columns: dict[str, str | None], crs: str | None, layer: str | None
-) -> _Records:
+    path: Path,
+    columns: dict[str, str | None],
+    crs: str | None,
+    layer: str | None,
+    chunk_rows: int | None = None,
+) -> Iterator[_Records]:
+    """Records of a vector layer, ``chunk_rows`` features at a time (all at once when None)."""
     chosen = choose_layer(path, layer)
-    try:
-        frame = pyogrio.read_dataframe(path, layer=chosen)
-    except pyogrio.errors.DataSourceError as error:
-        raise InputError(f"Cannot read {path} ({error}).") from error
-    if frame.empty:
-        raise InputError(f"{path} has no features: add one point per sample.")
+    first = 0
+    while True:
+        try:
+            frame = pyogrio.read_dataframe(
+                path, layer=chosen, skip_features=first, max_features=chunk_rows
+            )
+        except pyogrio.errors.DataSourceError as error:
+            raise InputError(f"Cannot read {path} ({error}).") from error
+        if frame.empty and first == 0:
+            raise InputError(f"{path} has no features: add one point per sample.")
+        if frame.empty:
+            return
+        yield _records_from_frame(frame, path, columns, crs, first + 1)
+        first += len(frame)
+        if chunk_rows is None or len(frame) < chunk_rows:
+            return
+
+
+def _records_from_frame(
+    frame: pd.DataFrame,
+    path: Path,
+    columns: dict[str, str | None],
+    crs: str | None,
+    first_row: int,
+) -> _Records:
     has_geometry = isinstance(frame, gpd.GeoDataFrame)
     table = pd.DataFrame(frame.drop(columns=frame.geometry.name)) if has_geometry else frame
     if not has_geometry or any(columns[k] is not None for k in ("lat", "lon", "x", "y")):
         # Attribute tables, or coordinates the user explicitly asked to take from columns.
-        return _records_from_columns(table, path, columns=columns, crs=crs, decimal_comma=False)
+        return _records_from_columns(
+            table, path, columns=columns, crs=crs, decimal_comma=False, first_row=first_row
+        )
 
     found = _resolve_columns([str(c) for c in table.columns], columns, path)
     x, y = _point_xy(np.asarray(frame.geometry.values, dtype=object), path)
     # The layer's own CRS wins; --crs only fills in for files that carry none (e.g. no .prj).
     source_crs = frame.crs or crs or WGS84
     return _records_from_table(
-        table, found, (x, y), source_crs, crs_assumed=frame.crs is None and crs is None
+        table,
+        found,
+        (x, y),
+        source_crs,
+        crs_assumed=frame.crs is None and crs is None,
+        first_row=first_row,
     )
 
 
@@ -352,9 +401,12 @@ def _read_photo_folder(folder: Path, require_location: bool = True) -> _Records:
     return records
 
 
-def _check_unique(ids: Iterable[str | None], source: Path) -> None:
+def _check_unique(ids: Iterable[str | None], source: Path, seen: set[str] | None = None) -> None:
+    """Refuse repeated ids, also against the ``seen`` ids of earlier chunks (which it extends)."""
     counts = Counter(i for i in ids if i is not None)
-    duplicates = sorted(i for i, n in counts.items() if n > 1)
+    duplicates = sorted(i for i, n in counts.items() if n > 1 or (seen and i in seen))
+    if seen is not None:
+        seen.update(counts)
     if duplicates:
         shown = ", ".join(repr(d) for d in duplicates[:10])
         more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
@@ -396,8 +448,10 @@ def _finish(
     source: Path,
     check_images: bool,
     require_location: bool = True,
+    seen_ids: set[str] | None = None,
+    allow_empty: bool = False,
 ) -> gpd.GeoDataFrame:
-    _check_unique(records.ids, source)
+    _check_unique(records.ids, source, seen_ids)
     skipped = list(records.skipped)
     kept: list[int] = []
     paths: list[str] = []
@@ -424,11 +478,8 @@ def _finish(
         kept.append(i)
         paths.append(image)
 
-    if not kept:
-        total = len(records.labels) + len(records.skipped)
-        shown = "; ".join(f"{s['record']}: {s['reason']}" for s in skipped[:_REASONS_IN_ERROR])
-        more = "" if len(skipped) <= _REASONS_IN_ERROR else f"; ... ({len(skipped)} in all)"
-        raise InputError(f"No usable record in {source} ({total} read). {shown}{more}")
+    if not kept and not allow_empty:
+        raise _no_usable_record(source, len(records.labels) + len(records.skipped), skipped)
 
     lat = np.array([records.lat[i] for i in kept], dtype=np.float64)
     lon = np.array([records.lon[i] for i in kept], dtype=np.float64)
@@ -449,9 +500,23 @@ def _finish(
     return gdf
 
 
-def read_samples(
+def _no_usable_record(source: Path, total: int, skipped: list[dict[str, str]]) -> InputError:
+    shown = "; ".join(f"{s['record']}: {s['reason']}" for s in skipped[:_REASONS_IN_ERROR])
+    more = "" if len(skipped) <= _REASONS_IN_ERROR else f"; ... ({len(skipped)} in all)"
+    return InputError(f"No usable record in {source} ({total} read). {shown}{more}")
+
+
+def read_samples(source: str | os.PathLike, **options: Any) -> gpd.GeoDataFrame:
+    """Read geo-tagged street-view samples into an EPSG:4326 GeoDataFrame: all of
+    :func:`read_sample_chunks` (see there for the sources, ``options`` and the checks) at once."""
+    (samples,) = read_sample_chunks(source, chunk_rows=None, **options)
+    return samples
+
+
+def read_sample_chunks(
     source: str | os.PathLike,
     *,
+    chunk_rows: int | None = CHUNK_ROWS,
     image_column: str | None = None,
     lat_column: str | None = None,
     lon_column: str | None = None,
@@ -471,8 +536,12 @@ def read_samples(
     patch_count: int | None = None,
     patch_seed: int | None = None,
     bands: Sequence[int] | None = None,
-) -> gpd.GeoDataFrame:
-    """Read geo-tagged street-view samples into an EPSG:4326 GeoDataFrame.
+) -> Iterator[gpd.GeoDataFrame]:
+    """Read geo-tagged street-view samples as EPSG:4326 GeoDataFrames of ``chunk_rows`` records
+    (the last one shorter), so that a layer larger than memory is read piece by piece; CSV and
+    vector files are read in chunks, a photo folder or a raster is one chunk, and
+    ``chunk_rows=None`` reads everything as one chunk (:func:`read_samples`). A chunk may be empty
+    when all its records are skipped; each lists its own skipped records in ``attrs``.
 
     ``source`` is one of
     - a CSV with an image path column and lat/lon columns (WGS84 degrees), or x/y columns with
@@ -551,7 +620,8 @@ def read_samples(
                     f"{path} is a georeferenced raster, cut into patches positioned by its own "
                     f"CRS: {', '.join(given)} only apply to CSV or vector files."
                 )
-            return read_raster_patches(path, **raster_given)
+            yield read_raster_patches(path, **raster_given)
+            return
     if raster_given:
         names = ", ".join(raster_options[key][0] for key in raster_given)
         raise InputError(
@@ -564,17 +634,35 @@ def read_samples(
                 f"{path} is a folder of photos, positioned by their EXIF GPS: "
                 f"{', '.join(given)} only apply to CSV or vector files."
             )
-        return _finish(
+        yield _finish(
             _read_photo_folder(path, require_location),
             path,
             path,
             check_images,
             require_location,
         )
+        return
     if path.suffix.lower() in TABLE_SUFFIXES:
         if layer is not None:
             raise InputError(f"--layer applies to GeoPackages, not to the CSV file {path}.")
-        records = _read_csv(path, columns, crs)
+        chunks = _read_csv(path, columns, crs, chunk_rows)
     else:
-        records = _read_vector(path, columns, crs, layer)
-    return _finish(records, path.parent, path, check_images, require_location)
+        chunks = _read_vector(path, columns, crs, layer, chunk_rows)
+    seen: set[str] = set()
+    total, kept, skipped = 0, 0, []
+    for records in chunks:
+        samples = _finish(
+            records,
+            path.parent,
+            path,
+            check_images,
+            require_location,
+            seen_ids=seen,
+            allow_empty=chunk_rows is not None,
+        )
+        total += len(records.labels) + len(records.skipped)
+        kept += len(samples)
+        skipped += samples.attrs["skipped"]
+        yield samples
+    if kept == 0:  # in chunks: only known at the end (one chunk: _finish said so already)
+        raise _no_usable_record(path, total, skipped)
