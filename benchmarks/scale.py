@@ -87,6 +87,87 @@ def index_row(gallery: np.ndarray, queries: torch.Tensor, kind: str, exact_rows)
     }
 
 
+def photo_model(work: Path) -> Path:
+    """A model trained for one epoch on the bundled photos (the network's size is what counts)."""
+    from swclip_core.cli import main as swclip
+
+    run = work / "scale-model"
+    if not (run / "checkpoint.pt").exists():
+        photos = Path(__file__).resolve().parent.parent / "resources" / "sample_data" / "photos"
+        command = ["train", str(photos), "--out", str(run), "--epochs", "1"]
+        assert swclip([*command, "--cache-dir", str(work / "cache")]) == 0
+    return run
+
+
+def point_layer(work: Path, size: int) -> Path:
+    """A CSV of ``size`` points spread over Great Britain, each pointing at one of 16 small
+    photos (so that decoding costs little and memory, not image work, is what is measured)."""
+    from PIL import Image
+
+    path = work / f"scale-layer-{size}.csv"
+    if not path.exists():
+        rng = np.random.default_rng(size)
+        images = []
+        for i in range(16):
+            image = work / "scale-photos" / f"p{i}.jpg"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(image)
+            images.append(str(image))
+        import pandas as pd
+
+        table = pd.DataFrame(
+            {
+                "image": np.array(images)[rng.integers(0, 16, size)],
+                "lat": rng.uniform(50.0, 58.0, size),
+                "lon": rng.uniform(-5.0, 1.0, size),
+            }
+        )
+        table.to_csv(path.with_suffix(".partial.csv"), index=False)
+        path.with_suffix(".partial.csv").replace(path)
+    return path
+
+
+def localize_rss(work: Path, size: int) -> dict:
+    """Peak resident memory and time of `swclip predict` on a layer of ``size`` points, in a
+    process of its own (its peak is that process's own ru_maxrss)."""
+    import subprocess
+    import sys
+
+    model, layer = photo_model(work), point_layer(work, size)
+    out = work / f"scale-pred-{size}.gpkg"
+    code = (
+        "import resource, sys\n"
+        "from swclip_core.cli import main\n"
+        f"code = main(['predict', {str(layer)!r}, '--model', {str(model)!r}, "
+        f"'--out', {str(out)!r}, '--cache-dir', {str(work / 'cache')!r}])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(code)\n"
+    )
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    seconds = time.perf_counter() - start
+    out.unlink()
+    return {
+        "points": size,
+        "peak_rss_mb": int(result.stdout.strip().splitlines()[-1]) / 1024,
+        "seconds": seconds,
+    }
+
+
+def measure_localize(work: Path, sizes: list[int]) -> dict:
+    results_path = work / "scale-localize.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for size in sizes:
+        if str(size) not in results:
+            results[str(size)] = localize_rss(work, size)
+            results_path.write_text(json.dumps(results, indent=1))
+            print("localize", results[str(size)], flush=True)
+    return results
+
+
 def measure(work: Path, sizes: list[int], kinds: list[str]) -> dict:
     results_path = work / "scale.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -95,14 +176,18 @@ def measure(work: Path, sizes: list[int], kinds: list[str]) -> dict:
     for size in sizes:
         row = results.setdefault(str(size), {"entries": size, "dim": base.shape[1]})
         gallery = gallery_file(work, size, base)
-        with PeakRss() as memory:
-            start = time.perf_counter()
-            _, exact_rows = streamed_top_k(queries, gallery, K)
-            exact_s = time.perf_counter() - start
-        row["exact"] = {
-            "ms_per_query": 1000 * exact_s / len(queries),
-            "extra_rss_mb": memory.extra / 2**20,
-        }
+        exact_file = work / f"scale-exact-{size}.npy"
+        if "exact" not in row or not exact_file.exists():
+            with PeakRss() as memory:
+                start = time.perf_counter()
+                _, exact_rows = streamed_top_k(queries, gallery, K)
+                exact_s = time.perf_counter() - start
+            np.save(exact_file, exact_rows.numpy())
+            row["exact"] = {
+                "ms_per_query": 1000 * exact_s / len(queries),
+                "extra_rss_mb": memory.extra / 2**20,
+            }
+        exact_rows = torch.from_numpy(np.load(exact_file))
         for kind in kinds:
             if kind not in row:
                 row[kind] = index_row(gallery, queries, kind, exact_rows)
@@ -113,14 +198,99 @@ def measure(work: Path, sizes: list[int], kinds: list[str]) -> dict:
     return results
 
 
+def report(work: Path, out: Path) -> Path:
+    """``out/scale.md`` and ``out/scale.json`` from what has been measured in ``work``."""
+    from .run import machine
+
+    index = json.loads((work / "scale.json").read_text()) if (work / "scale.json").exists() else {}
+    local = work / "scale-localize.json"
+    localize = json.loads(local.read_text()) if local.exists() else {}
+    payload = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "index": index}
+    payload["localize"] = localize
+    (out / "scale.json").write_text(json.dumps(payload, indent=1) + "\n")
+    lines = [
+        "# Scale",
+        "",
+        f"Made by `python -m benchmarks.scale` (part of `make bench`, resumable) on "
+        f"{payload['date']}; machine: {payload['machine']}, shared with other jobs while it ran, "
+        "so times are upper bounds.",
+        "",
+        "## Training on several processes",
+        "",
+        "Not measured: `swclip train` does not run under torchrun yet (issue 9, not done).",
+        "",
+        "## Localizing a layer: peak memory",
+        "",
+        "`swclip predict` on CSV layers of N points (each pointing at one of 16 small photos, so "
+        "that image work stays small and memory is what is measured), a model trained one epoch "
+        "on the bundled photos, its 41 training places as the gallery; peak resident memory of "
+        "the whole process (ru_maxrss), read in chunks of 20,000 records.",
+        "",
+        "| points | peak RSS (MB) | vs 10^4 | time (s) |",
+        "|---:|---:|---:|---:|",
+    ]
+    reference = localize.get(str(10**4), {}).get("peak_rss_mb")
+    for key in sorted(localize, key=int):
+        row = localize[key]
+        ratio = f"{row['peak_rss_mb'] / reference:.2f}" if reference else "n/a"
+        lines.append(
+            f"| {int(key):,} | {row['peak_rss_mb']:,.0f} | {ratio} | {row['seconds']:,.0f} |"
+        )
+    missing = [f"{n:,}" for n in (10**3, 10**4, 10**5, 10**6) if str(n) not in localize]
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)} points."]
+    lines += [
+        "",
+        "## Gallery search: faiss indexes against exact search",
+        "",
+        __doc__.split("\n\n")[2].replace("\n", " "),
+        "Exact search streams the memory map in blocks (`retrieval.streamed_top_k`); ivf and "
+        "hnsw are `gallery_index` (8-bit codes, top-K re-scored exactly). Recall@5 is the share "
+        "of the exact top-5 found; memory is the resident memory added while building.",
+        "",
+        "| entries | search | ms/query | recall@5 | build (s) | memory (MB) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for key in sorted(index, key=int):
+        row = index[key]
+        exact = row.get("exact", {})
+        if exact:
+            lines.append(
+                f"| {int(key):,} | exact | {exact['ms_per_query']:.1f} | 1 | - | "
+                f"{exact['extra_rss_mb']:,.0f} |"
+            )
+        for kind in ("ivf", "hnsw"):
+            if kind in row:
+                r = row[kind]
+                lines.append(
+                    f"| {int(key):,} | {kind} | {r['ms_per_query']:.1f} | {r['recall_at_5']:.3f} "
+                    f"| {r['build_s']:,.0f} | {r['build_extra_rss_mb']:,.0f} |"
+                )
+    not_measured = [
+        f"{kind} at {n:,}"
+        for n in (10**6, 10**7)
+        for kind in ("exact", "ivf", "hnsw")
+        if kind not in index.get(str(n), {})
+    ]
+    if not_measured:
+        lines += ["", f"Not measured in this run: {', '.join(not_measured)}."]
+    path = out / "scale.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (resumable)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**5, 10**6, 10**7])
     parser.add_argument("--kinds", nargs="+", default=["ivf", "hnsw"])
+    parser.add_argument("--points", type=int, nargs="*", default=[10**3, 10**4, 10**5, 10**6])
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    measure_localize(args.work, args.points)
     measure(args.work, args.sizes, args.kinds)
+    print(f"wrote {report(args.work, args.out)}")
 
 
 if __name__ == "__main__":
