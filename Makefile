@@ -47,8 +47,11 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q
 
+# The Scale section keeps its galleries (GBs) and figures in SCALE_WORK and resumes from them.
+SCALE_WORK ?= $(HOME)/.cache/swclip/bench-scale
 bench: setup
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.scale --work $(SCALE_WORK)
 
 # The installable plugin zip, dist/swclip_qgis.<version>.zip, from COMMITTED files only (qgis-plugin-ci
 # builds from `git archive`; commit first). swclip_core, requirements.txt and resources (without the
