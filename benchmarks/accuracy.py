@@ -13,23 +13,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from swclip_core.api import load_model, zero_shot_model
+from swclip_core.api import Model, evaluate, load_model, train, zero_shot_model
 from swclip_core.config import DEFAULT_METHOD, TrainConfig
 from swclip_core.data.splits import random_split, spatial_block_split
-from swclip_core.evaluate import caption_table, evaluate
-from swclip_core.knn import KNN_FEATURES
-from swclip_core.runs import METRICS, caption_template
-from swclip_core.train import train
+from swclip_core.evaluate import caption_table
+from swclip_core.objectives.registry import REGISTRY, get_objective
+from swclip_core.runs import CHECKPOINT, METRICS, caption_template
 
 from .datasets import Dataset
 
-OBJECTIVES = ("zero-shot", "clip", "swclip", "semivariogram", "geoclip", "image-knn", "fused")
 # The fused predictor mixes SW-CLIP's caption retrieval with image-kNN over the training images
 # (`swclip predict --fuse`): it needs both runs, and is defined for the open protocol only.
 FUSED = "fused"
+# Every registered objective, between the untrained reference and the fused predictor.
+OBJECTIVES = ("zero-shot", *REGISTRY, FUSED)
 PROTOCOLS = ("closed", "open")
 SPLITS = ("random", "spatial")
-# Settings only the swclip objective reads (swclip_core.train): other objectives ignore them.
+# Settings only the swclip objective reads (swclip_core.objectives.swclip); the others ignore them.
 SWCLIP_ONLY = ("kernel", "lambda_nc", "lambda_fair", "nc_temperature")
 FIGURES = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
 
@@ -48,9 +48,11 @@ def split_indices(dataset: Dataset, split: str, seed: int):
 
 
 def finished(run_dir: Path, objective: str, epochs: int) -> bool:
-    """Whether a run folder holds a completed run (all epochs logged; image-kNN: its gallery)."""
-    if objective == "image-knn":
-        return (run_dir / KNN_FEATURES).exists()
+    """Whether a run folder holds a completed run (all epochs logged; an objective that trains
+    nothing, such as image-kNN: the file it writes)."""
+    marker = get_objective(objective).marker
+    if marker != CHECKPOINT:
+        return (run_dir / marker).exists()
     metrics = run_dir / METRICS
     return metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
 
@@ -68,22 +70,25 @@ def run_folder(runs: Path, objective: str, config: TrainConfig) -> Path:
     return runs / f"{objective}-{digest.hexdigest()[:10]}"
 
 
-def trained_model(objective: str, config: TrainConfig, train_set, runs: Path, cache: Path):
-    """The model of one objective (trained unless zero-shot), with the image-kNN gallery it uses
-    (image-knn itself and the fused predictor)."""
+def trained_model(
+    objective: str, config: TrainConfig, train_set, runs: Path, cache: Path
+) -> tuple[Model, Model | None]:
+    """The model of one objective (trained unless zero-shot) and, for the fused predictor, the
+    image-kNN model it mixes in."""
     if objective == "zero-shot":
-        return zero_shot_model(config, config.device)
+        return zero_shot_model(config, config.device), None
     if objective == FUSED:
-        model = trained_model("swclip", config, train_set, runs, cache)
-        model.knn = trained_model("image-knn", config, train_set, runs, cache).knn
-        return model
+        (model, _), (knn, _) = (
+            trained_model(name, config, train_set, runs, cache) for name in ("swclip", "image-knn")
+        )
+        return model, knn
     run_dir = run_folder(runs, objective, config)
     if not finished(run_dir, objective, config.epochs):
         # An interrupted bench resumes its runs instead of scoring half-trained models.
         train(
             train_set, replace(config, objective=objective), run_dir, cache_dir=cache, resume=True
         )
-    return load_model(run_dir, config.device)
+    return load_model(run_dir, config.device), None
 
 
 def run_accuracy(
@@ -116,20 +121,18 @@ def run_accuracy(
                 runs = work / "runs" / dataset.name / split / f"seed{seed}"
                 for objective in objectives:
                     started = time.perf_counter()
-                    model = trained_model(objective, config, train_set, runs, cache)
+                    model, fuse = trained_model(objective, config, train_set, runs, cache)
                     for protocol, method in product(protocols, methods):
                         if objective == FUSED and protocol != "open":
                             continue
                         result = evaluate(
-                            model.network,
-                            model.config,
                             test_set,
-                            device=model.device,
+                            model,
                             protocol=protocol,
-                            gallery_table=gallery,
-                            model_fingerprint=model.fingerprint,
+                            # image-kNN's gallery is its training images
+                            gallery=gallery if model.knn is None else None,
+                            fuse=fuse,
                             cache_dir=cache,
-                            knn=model.knn,
                             method=method,
                         )
                         record = {

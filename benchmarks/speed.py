@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from swclip_core.api import train
 from swclip_core.config import TrainConfig
 from swclip_core.device import resolve_device
 from swclip_core.features import decode_workers, extract_image_features
 from swclip_core.models import create_backbone
 from swclip_core.retrieval import top_k
-from swclip_core.train import train
 
 PAGE = 4096
 

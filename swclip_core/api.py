@@ -1,22 +1,40 @@
-"""The toolkit as a library: load a trained model and everything it needs to localize.
+"""The toolkit as a library: read samples, train, load a model, localize, evaluate, build galleries.
 
-The ``swclip`` command, the QGIS worker, the demo and the benchmarks all come through here, so a
-model is loaded, fingerprinted and paired with its gallery in one place.
+Everything takes data frames or paths and returns data frames and figures; the ``swclip`` command,
+the QGIS worker, the demo and the benchmarks come through here and only parse and print. In a
+notebook::
+
+    import swclip_core as sw
+
+    samples = sw.read_samples("photos/")            # a CSV, a point layer or a photo folder
+    result = sw.train(samples, sw.TrainConfig(epochs=5), "runs/first")
+    model = sw.load_model("runs/first")
+    found = sw.localize(sw.read_samples("new_photos/", require_location=False), model)
+    found.predictions[["sample_id", "pred_lat", "pred_lon", "error_m"]]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import TrainConfig
-from .runs import fingerprint, seed_everything
+import pandas as pd
+
+from .config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
+from .io import ProgressFn
+from .objectives.registry import get_objective
+from .runs import caption_template, fingerprint, read_config, seed_everything, start_run
 
 if TYPE_CHECKING:
     import torch
 
-    from .knn import KnnLocalizer
+    from .evaluate import Evaluation
+    from .loop import TrainResult
+    from .objectives.image_knn import KnnLocalizer
+
+GALLERY_SOURCES = ("samples", "points", "lines", "grid")
 
 
 @dataclass
@@ -32,17 +50,112 @@ class Model:
     run_dir: Path | None = None
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "auto") -> Model:
-    """The trained model in a run folder (from ``swclip train``), in eval mode on ``device``."""
+@dataclass
+class Joins:
+    """Spatial joins that fill street, city or region where the samples lack them
+    (:mod:`swclip_core.data.joins`); each layer is a path, with its layer and name field."""
+
+    regions: str | Path | None = None
+    regions_layer: str | None = None
+    region_field: str | None = None
+    regions_as: str = "region"  # or "city"
+    streets: str | Path | None = None
+    streets_layer: str | None = None
+    street_field: str | None = None
+    street_max_distance_m: float = 50.0
+    region_grid_m: float | None = None  # square cells as regions where region is still missing
+
+
+def apply_joins(samples: pd.DataFrame, joins: Joins) -> pd.DataFrame:
+    """``samples`` with the joins applied; each appends what it filled to ``attrs["joins"]``."""
+    from .data.joins import assign_grid_regions, join_regions, join_streets
+
+    if joins.regions:
+        samples = join_regions(
+            samples,
+            joins.regions,
+            name_field=joins.region_field,
+            target=joins.regions_as,
+            layer=joins.regions_layer,
+        )
+    if joins.streets:
+        samples = join_streets(
+            samples,
+            joins.streets,
+            name_field=joins.street_field,
+            max_distance_m=joins.street_max_distance_m,
+            layer=joins.streets_layer,
+        )
+    if joins.region_grid_m is not None:
+        samples = assign_grid_regions(samples, joins.region_grid_m)
+    return samples
+
+
+def read_samples(source: str | Path, *, joins: Joins | None = None, **options: Any) -> pd.DataFrame:
+    """Geo-tagged photos from a CSV, a point layer, a photo folder or a raster, as the table every
+    other function takes (one row per photo; bad records are skipped and listed in
+    ``attrs["skipped"]``). ``options`` are those of :func:`swclip_core.data.read_samples`
+    (column names, CRS, raster patches, ``require_location=False`` for photos to localize)."""
+    from .data import read_samples as read
+
+    samples = read(source, **options)
+    return samples if joins is None else apply_joins(samples, joins)
+
+
+def read_locations(
+    source: str | Path, *, layer: str | None = None, joins: Joins | None = None
+) -> pd.DataFrame:
+    """Candidate locations from a point layer or a lat/lon CSV (for :func:`build_gallery`)."""
+    from .data.joins import read_layer
+
+    frame = read_layer(source, layer)
+    return frame if joins is None else apply_joins(frame, joins)
+
+
+def train(
+    samples: pd.DataFrame,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.objective`` on ``samples`` into the run folder ``run_dir``."""
     from .device import resolve_device
-    from .knn import load_knn
-    from .train import load_trained
+    from .runs import Run
+
+    objective = get_objective(config.objective)
+    config = objective.prepare(config, samples)
+    run_dir, samples, captions = start_run(
+        samples, config, run_dir, marker=objective.marker, resume=resume
+    )
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    run = Run(run_dir, config, samples, captions, device, cache_dir, resume, progress, cancel)
+    return objective.fit(run)
+
+
+def load_trained(
+    run_dir: str | Path, device: str | torch.device = "auto"
+) -> tuple[Any, TrainConfig]:
+    """The network of a run folder, in eval mode on ``device``, and the run's settings."""
+    from .device import resolve_device
+
+    config = read_config(run_dir)
+    device = resolve_device(device) if isinstance(device, str) else device
+    return get_objective(config.objective).load(Path(run_dir), config, device), config
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "auto") -> Model:
+    """The trained model in a run folder (from ``swclip train``), ready to localize."""
+    from .device import resolve_device
 
     device = resolve_device(device) if isinstance(device, str) else device
     network, config = load_trained(run_dir, device)
-    knn = None
-    if config.objective == "image-knn":
-        knn = load_knn(run_dir, device, backbone=network)
+    objective = get_objective(config.objective)
+    knn = None if objective.caption_gallery else objective.image_gallery(run_dir, network, device)
     return Model(network, config, device, fingerprint(run_dir), knn, Path(run_dir))
 
 
@@ -55,3 +168,226 @@ def zero_shot_model(config: TrainConfig, device: str | torch.device = "auto") ->
     device = resolve_device(device) if isinstance(device, str) else device
     seed_everything(config.seed)
     return Model(create_backbone(config.backbone, device=device), config, device)
+
+
+def gallery_table(model: Model, gallery: str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
+    """The candidate locations of an open-set localization: the model's training locations
+    (``None`` or ``"train"``), a gallery table, or a file of locations (GeoPackage/CSV/layer)."""
+    from .galleries import gallery_from_file
+    from .runs import training_gallery
+
+    if isinstance(gallery, pd.DataFrame):
+        return gallery
+    if _is_training_gallery(gallery):
+        if model.run_dir is None:
+            raise ValueError("an untrained model has no training gallery: give one")
+        return training_gallery(model.run_dir)
+    return gallery_from_file(gallery, caption_template(model.config))
+
+
+def evaluate(
+    samples: pd.DataFrame,
+    model: Model,
+    *,
+    protocol: str = "closed",
+    gallery: str | Path | pd.DataFrame | None = None,
+    fuse: Model | None = None,
+    k: int = 5,
+    method: str = DEFAULT_METHOD,
+    temperature: float | None = None,
+    mode_radius_m: float = MODE_RADIUS_M,
+    index: str = "auto",
+    knn_weight: float | None = None,
+    knn_temperature: float | None = None,
+    cache_dir: Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Evaluation:
+    """Localize ``samples`` and score them (docs/method.md, "Metrics" and "Protocols").
+
+    ``closed``: each photo is ranked against the evaluated photos' own captions (R@1 and
+    Geo-Align defined); ``open``: against ``gallery`` (see :func:`gallery_table`). ``fuse``, an
+    image-kNN model, mixes its nearest training images into caption retrieval (open protocol);
+    ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
+    Returns per-photo ``predictions`` (a data frame) and ``summary`` figures.
+    """
+    from .errors import InputError, ModelError
+    from .evaluate import evaluate as score
+    from .fusion import KNN_WEIGHT
+    from .io import default_cache_dir
+    from .objectives.image_knn import KNN_TEMPERATURE
+
+    knn = model.knn
+    if knn is not None and (fuse is not None or not _is_training_gallery(gallery)):
+        raise InputError(
+            f"{model.run_dir} is an image-kNN model: its gallery is its training images, so "
+            "--gallery and --fuse do not apply; leave them out"
+        )
+    if fuse is not None:
+        knn = fuse.knn
+        if knn is None:
+            raise ModelError(
+                f"{fuse.run_dir} is not an image-kNN run; make one with "
+                "`swclip train --objective image-knn`"
+            )
+    table = gallery_table(model, gallery) if protocol == "open" and model.knn is None else None
+    return score(
+        model.network,
+        model.config,
+        samples,
+        device=model.device,
+        protocol=protocol,
+        gallery_table=table,
+        model_fingerprint=model.fingerprint,
+        k=k,
+        method=method,
+        temperature=temperature,
+        mode_radius_m=mode_radius_m,
+        index=index,
+        cache_dir=cache_dir or default_cache_dir(),
+        progress=progress,
+        cancel=cancel,
+        knn=knn,
+        knn_weight=KNN_WEIGHT if knn_weight is None else knn_weight,
+        knn_temperature=KNN_TEMPERATURE if knn_temperature is None else knn_temperature,
+    )
+
+
+def localize(
+    samples: pd.DataFrame,
+    model: Model,
+    *,
+    gallery: str | Path | pd.DataFrame | None = None,
+    **options: Any,
+) -> Evaluation:
+    """Predict where each photo was taken, among ``gallery``'s locations (default: the model's
+    training locations). Photos without a known location are localized too; errors and figures
+    cover those with one. ``options`` are those of :func:`evaluate`."""
+    return evaluate(samples, model, protocol="open", gallery=gallery, **options)
+
+
+def build_gallery(
+    source: str | Path | pd.DataFrame,
+    *,
+    kind: str = "points",
+    spacing_m: float | None = None,
+    name_field: str | None = None,
+    layer: str | None = None,
+    model: Model | None = None,
+    out: str | Path | None = None,
+    cache_dir: Path | None = None,
+) -> pd.DataFrame:
+    """A gallery of candidate locations (lat, lon, street, city, country, caption).
+
+    ``source`` and ``kind``: a table from :func:`read_samples` (``samples``: the photos'
+    locations, with their street/city/country) or :func:`read_locations` (``points``), or a line
+    layer (``lines``: a point every ``spacing_m`` along each line) or polygon layer (``grid``: a
+    ``spacing_m`` grid inside the polygons). Captions are written the way ``model`` was trained
+    (default: the default template); with ``out`` the gallery is saved as a GeoPackage, and with
+    ``model`` it is embedded now (and cached, so predictions reuse it).
+    """
+    from .captions import DEFAULT_TEMPLATE
+    from .errors import InputError
+    from .galleries import (
+        gallery_along_lines,
+        gallery_from_points,
+        gallery_from_samples,
+        gallery_grid,
+        save_gallery,
+    )
+
+    if kind not in GALLERY_SOURCES:
+        raise InputError(f"unknown gallery source {kind!r}; choose one of {GALLERY_SOURCES}")
+    template = DEFAULT_TEMPLATE if model is None else caption_template(model.config)
+    if kind in ("samples", "points"):
+        if not isinstance(source, pd.DataFrame):
+            source = (
+                read_samples(source, layer=layer)
+                if kind == "samples"
+                else read_locations(source, layer=layer)
+            )
+        make = gallery_from_samples if kind == "samples" else gallery_from_points
+        table = make(source, template)
+    else:
+        make = gallery_along_lines if kind == "lines" else gallery_grid
+        table = make(
+            source, spacing_m=spacing_m, name_field=name_field, template=template, layer=layer
+        )
+    if out is not None:
+        save_gallery(table, out)
+    if model is not None:
+        embed_gallery(table, model, cache_dir=cache_dir)
+    return table
+
+
+def write_predictions(
+    evaluation: Evaluation,
+    out: str | Path,
+    *,
+    crs: str = "EPSG:4326",
+    skipped: list[dict] | None = None,
+    regions: str | Path | None = None,
+    regions_layer: str | None = None,
+    region_field: str | None = None,
+) -> Path:
+    """The GeoPackage of a localization (predicted points, error lines, skipped records and, with
+    a ``regions`` polygon layer, the region fairness choropleth), in ``crs``."""
+    from .outputs import write_predictions_gpkg
+
+    polygons = field = None
+    if regions:
+        from .data.joins import name_field_of, read_polygons
+
+        polygons = read_polygons(regions, layer=regions_layer)
+        field = name_field_of(polygons, region_field, regions, "--region-field")
+    return write_predictions_gpkg(
+        evaluation.predictions,
+        out,
+        crs=crs,
+        skipped=skipped or [],
+        regions=polygons,
+        region_field=field,
+    )
+
+
+def read_predictions(path: str | Path, *, layer: str | None = None) -> pd.DataFrame:
+    """A predictions table back from a GeoPackage written by :func:`write_predictions` (its
+    ``predicted_points`` layer unless ``layer`` says otherwise) or from a CSV."""
+    import pyogrio
+
+    from .errors import InputError
+    from .outputs import POINTS_LAYER
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path)
+    if layer is None:
+        names = [str(name) for name, _ in pyogrio.list_layers(path)]
+        layer = POINTS_LAYER if POINTS_LAYER in names else None
+    return pyogrio.read_dataframe(path, layer=layer, read_geometry=False)
+
+
+def _is_training_gallery(gallery: object) -> bool:
+    return gallery is None or (isinstance(gallery, str | Path) and str(gallery) == "train")
+
+
+def embed_gallery(
+    table: pd.DataFrame, model: Model, *, cache_dir: Path | None = None, index: str = "auto"
+):
+    """``table``'s embeddings by ``model`` (a :class:`~swclip_core.retrieval.Gallery`, searched
+    with ``index``: one of :data:`~swclip_core.gallery_index.INDEX_KINDS`), cached in
+    ``cache_dir`` (default: the toolkit's cache folder) under the model's fingerprint; a model
+    without one (untrained) is not cached."""
+    from .io import default_cache_dir
+    from .retrieval import build_gallery as embed
+
+    objective = get_objective(model.config.objective)
+    return embed(
+        table,
+        lambda rows: objective.embed_gallery(model.network, rows, model.device),
+        model_fingerprint=model.fingerprint,
+        cache_dir=(cache_dir or default_cache_dir()) if model.fingerprint else None,
+        index=index,
+    )

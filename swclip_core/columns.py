@@ -14,6 +14,19 @@ from typing import Any
 
 from .errors import InputError
 
+SAMPLE_COLUMNS = (
+    "sample_id",
+    "image_path",
+    "lat",
+    "lon",
+    "street",
+    "city",
+    "country",
+    "region",
+    "geometry",
+)
+"""Columns of the table :func:`~swclip_core.data.read_samples` returns, in this order."""
+
 # Candidate names for auto-detection, in order of preference, compared case-insensitively.
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "id": ("sample_id", "id"),

@@ -14,8 +14,8 @@ from typing import Any
 
 from .errors import InputError
 from .io import write_json
+from .objectives.registry import REGISTRY
 
-OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
 # How retrieval turns the top-K into a coordinate (swclip_core.retrieval).
@@ -93,8 +93,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise InputError on settings that cannot work, naming the option and the choices."""
-        if self.objective not in OBJECTIVES:
-            raise InputError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+        if self.objective not in REGISTRY:
+            raise InputError(
+                f"unknown objective {self.objective!r}; choose one of {tuple(REGISTRY)}"
+            )
         if self.mode not in MODES:
             raise InputError(f"unknown training mode {self.mode!r}; choose one of {MODES}")
         if self.kernel.kernel not in KERNELS:

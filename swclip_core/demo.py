@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .api import load_model, zero_shot_model
+from .api import evaluate, load_model, read_samples, train, zero_shot_model
 from .config import TrainConfig
-from .data import read_samples
 from .data.places import demo_places
 from .data.splits import random_split
 from .data.synthetic import generate_scenes
-from .evaluate import TABLE1_COLUMNS, Evaluation, evaluate
+from .evaluate import TABLE1_COLUMNS, Evaluation
 from .io import write_csv, write_json
-from .outputs import render_error_map, write_predictions_gpkg
+from .outputs import format_table, render_error_map, write_predictions_gpkg
 from .runs import CHECKPOINT, caption_template
-from .train import train
 
 PHOTOS = Path(__file__).resolve().parent.parent / "resources" / "sample_data" / "photos"
 SYNTHETIC_NOTE = "SYNTHETIC street scenes (procedurally drawn) at real Isle of Man addresses"
@@ -64,14 +62,7 @@ def train_and_evaluate(
     results = {}
     for protocol in ("closed", "open"):
         evaluation = evaluate(
-            model.network,
-            model.config,
-            test_set,
-            device=model.device,
-            protocol=protocol,
-            gallery_table=gallery,
-            model_fingerprint=model.fingerprint,
-            cache_dir=cache_dir,
+            test_set, model, protocol=protocol, gallery=gallery, cache_dir=cache_dir
         )
         evaluation.context["objective"] = name
         results[protocol] = evaluation
@@ -87,7 +78,6 @@ def run_demo(
     n_places: int = 600,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Run both parts of the demo into ``out``; returns the figures it printed."""
-    from .cli import format_table
     from .evaluate import caption_table
 
     out = Path(out).resolve()

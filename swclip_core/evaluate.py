@@ -23,10 +23,13 @@ from .config import DEFAULT_METHOD, MODE_RADIUS_M
 from .device import autocast
 from .errors import InputError
 from .features import extract_image_features
+from .fusion import KNN_WEIGHT, fuse_predictions
 from .geo import haversine_m, pairwise_haversine_m
 from .io import ProgressFn
-from .knn import KNN_TEMPERATURE, KNN_WEIGHT, KnnLocalizer, fuse_predictions
+from .losses import MAX_LOGIT_SCALE
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
+from .objectives.image_knn import KNN_TEMPERATURE, KnnLocalizer
+from .objectives.registry import get_objective
 from .retrieval import Gallery, build_gallery, localize
 from .runs import caption_template
 
@@ -106,9 +109,10 @@ def evaluate(
     """Localize ``samples`` with a trained (or zero-shot) backbone and compute every metric.
 
     ``temperature`` of the weighted prediction defaults to the model's own learned temperature.
-    An ``image-knn`` run localizes with its ``knn`` gallery (:func:`knn.load_knn`) under either
-    protocol: its gallery is the training images, so R@1 and Geo-Align (defined on captions) are
-    NaN, and SSI/City-Align are computed on its frozen image features. For any other objective a
+    An ``image-knn`` run localizes with its ``knn`` gallery (``Model.knn`` of
+    :func:`swclip_core.api.load_model`) under either protocol: its gallery is the training images,
+    so R@1 and Geo-Align (defined on captions) are NaN, and SSI/City-Align are computed on its
+    frozen image features. For any other objective a
     ``knn`` gallery fuses image-kNN into the caption retrieval (open protocol only), with
     ``knn_weight`` its share and ``knn_temperature`` its softmax temperature. ``index`` is how
     the caption gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`); an open
@@ -119,8 +123,9 @@ def evaluate(
     samples = samples.reset_index(drop=True)
     lat = samples["lat"].to_numpy(dtype=float)
     lon = samples["lon"].to_numpy(dtype=float)
-    if config.objective == "image-knn":
-        return _evaluate_image_knn(
+    objective = get_objective(config.objective)
+    if not objective.caption_gallery:
+        return _evaluate_against_training_images(
             knn,
             config,
             samples,
@@ -148,7 +153,7 @@ def evaluate(
         )
     template = caption_template(config)
     if temperature is None:
-        temperature = float(1.0 / backbone.logit_scale.detach().exp().clamp(max=100.0))
+        temperature = float(1.0 / backbone.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE))
     image_emb = embed_images(
         backbone,
         samples["image_path"].tolist(),
@@ -158,18 +163,20 @@ def evaluate(
         progress=progress,
         cancel=cancel,
     )
+
+    def embed(table: pd.DataFrame) -> torch.Tensor:
+        return objective.embed_gallery(backbone, table, device)
+
     if protocol == "closed":
-        own_table = caption_table(samples, template)
         gallery = build_gallery(
-            backbone, own_table, device=device, model_fingerprint="", index=index
+            caption_table(samples, template), embed, model_fingerprint="", index=index
         )
     elif gallery is None:
         if gallery_table is None:
             raise ValueError("the open protocol needs a gallery table")
         gallery = build_gallery(
-            backbone,
             gallery_table,
-            device=device,
+            embed,
             model_fingerprint=model_fingerprint,
             cache_dir=cache_dir if model_fingerprint else None,
             index=index,
@@ -319,7 +326,7 @@ def prediction_table(
     )
 
 
-def _evaluate_image_knn(
+def _evaluate_against_training_images(
     knn: KnnLocalizer | None,
     config,
     samples: pd.DataFrame,
@@ -336,7 +343,7 @@ def _evaluate_image_knn(
 ) -> Evaluation:
     """:func:`evaluate` for an image-kNN run: the training images are the gallery."""
     if knn is None:
-        raise ValueError("an image-knn run is evaluated with its gallery: pass knn=load_knn(run)")
+        raise ValueError("an image-knn run is evaluated with its gallery: pass its model's knn")
     queries = knn.embed(
         samples["image_path"].tolist(), cache_dir=cache_dir, progress=progress, cancel=cancel
     )

@@ -33,7 +33,6 @@ from .data.joins import (
 from .errors import InputError
 from .geo import WGS84
 from .io import GPKG_OPTIONS, atomic_path
-from .runs import TRAIN_SAMPLES
 
 LABEL_COLUMNS = ("street", "city", "country")
 GALLERY_COLUMNS = ("lat", "lon", *LABEL_COLUMNS, "caption")
@@ -44,14 +43,6 @@ MAX_GALLERY_SIZE = 2_000_000
 # A gallery streamed to disk (`swclip gallery --lines`): every 10 m of a country's roads.
 MAX_STREAMED_GALLERY_SIZE = 50_000_000
 LINE_CHUNK_POINTS = 500_000
-
-
-def training_gallery(run_dir: Path) -> pd.DataFrame:
-    """The locations and captions a model was trained on (the default, open-set gallery)."""
-    path = Path(run_dir) / TRAIN_SAMPLES
-    if not path.exists():
-        raise InputError(f"{run_dir} has no {TRAIN_SAMPLES}; pass --gallery with a locations file")
-    return pd.read_csv(path, dtype={"sample_id": str})
 
 
 def _finish(table: pd.DataFrame, template: CaptionTemplate, source: object) -> pd.DataFrame:

@@ -104,7 +104,9 @@ def pairwise_haversine_m(lat: Any, lon: Any) -> Any:
     return haversine_m(lat_a[:, None], lon_a[:, None], lat_a[None, :], lon_a[None, :])
 
 
-def _crs(crs: Any) -> pyproj.CRS:
+def parse_crs(crs: Any) -> pyproj.CRS:
+    """``crs`` (an EPSG code, WKT or PROJ string, a CRS object) as a pyproj CRS; InputError when
+    it is unknown."""
     try:
         return pyproj.CRS.from_user_input(crs)
     except CRSError as error:
@@ -115,8 +117,17 @@ def _crs(crs: Any) -> pyproj.CRS:
         ) from error
 
 
+def crs_text(crs: Any) -> str:
+    """``"EPSG:n"`` when ``crs`` is exactly that EPSG CRS, else its WKT: a CRS as a string that
+    writes outputs back in the input's CRS without loss. Raises :class:`InputError` if unknown."""
+    parsed = parse_crs(crs)
+    # Only an exact match: a looser one could swap a datum and move points by metres.
+    code = parsed.to_epsg(min_confidence=100)
+    return f"EPSG:{code}" if code is not None else parsed.to_wkt()
+
+
 def _transform(x: Any, y: Any, source: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    transformer = pyproj.Transformer.from_crs(_crs(source), _crs(target), always_xy=True)
+    transformer = pyproj.Transformer.from_crs(parse_crs(source), parse_crs(target), always_xy=True)
     x_a, y_a = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     # pyproj sends one-element arrays down its scalar path, which converts them to float in a way
     # numpy deprecates: hand it plain floats then, flat arrays otherwise, and reshape back.

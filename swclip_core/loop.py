@@ -26,7 +26,9 @@ from .config import TrainConfig
 from .errors import CancelledError, ModelError
 from .features import decode_workers
 from .io import ProgressFn, save_torch
-from .runs import CHECKPOINT, METRICS
+from .runs import CHECKPOINT, METRICS, Run
+
+FEATURE_SHARE = 0.2  # share of a run's progress given to feature extraction in cached mode
 
 BatchLoss = Callable[[np.ndarray, "torch.Tensor | None"], tuple[torch.Tensor, dict[str, float]]]
 
@@ -77,7 +79,7 @@ def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], floa
 
 
 @dataclass
-class Objective:
+class Trainable:
     """What one objective brings to the loop."""
 
     name: str
@@ -97,17 +99,12 @@ class Objective:
 
 
 def run_epochs(
-    objective: Objective,
-    config: TrainConfig,
-    run_dir: Path,
-    plan: BatchPlan,
-    device: torch.device,
-    *,
-    resume: bool = False,
-    progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    objective: Trainable, run: Run, *, progress: ProgressFn | None = None
 ) -> TrainResult:
-    """Train ``config.epochs`` epochs (from the last checkpoint when resuming)."""
+    """Train ``run.config.epochs`` epochs (from the last checkpoint when resuming); ``progress``
+    is the loop's share of the run's progress."""
+    config, run_dir, device, cancel = run.config, run.dir, run.device, run.cancel
+    plan = BatchPlan(run.samples, config)
     checkpoint_path = run_dir / CHECKPOINT
     optimizer = objective.optimizer
     total_steps = plan.steps_per_epoch * config.epochs
@@ -116,7 +113,7 @@ def run_epochs(
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = 0
-    if resume and checkpoint_path.exists():
+    if run.resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if state.get("objective", objective.name) != objective.name:
             raise ModelError(

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from swclip_core.config import KERNELS
 from swclip_core.geo import pairwise_haversine_m
 
-KERNELS = ("exponential", "gaussian")
 UNKNOWN_CODE = -1
+MAX_LOGIT_SCALE = 100.0  # cap on the learned inverse temperature, as in CLIP
 
 
 def _stable_dtype(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -350,6 +350,26 @@ def write_prediction_chunks(
         pyogrio.write_dataframe(table, tmp, layer=SKIPPED_LAYER, driver="GPKG", append=True)
         embed_default_styles(tmp, STYLED_LAYERS)
     return summary
+
+
+def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
+    """A plain-text table: one row per method, one column per metric."""
+    header = ["method", *columns]
+    lines = [header]
+    for name, figures in rows.items():
+        cells = [name]
+        for column in columns:
+            value = figures.get(column, float("nan"))
+            cells.append(f"{value:,.0f}" if column.endswith("_m") else f"{value:.3f}")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
 
 
 def format_distance(metres: float) -> str:

@@ -14,7 +14,7 @@ mean distance of the top-K entries to the prediction.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,15 +88,16 @@ EMBED_CHUNK = 65_536
 
 
 def build_gallery(
-    backbone,
     table: pd.DataFrame,
+    embed: Callable[[pd.DataFrame], torch.Tensor],
     *,
-    device: torch.device,
     model_fingerprint: str,
     cache_dir: Path | None = None,
     index: str = "auto",
 ) -> Gallery:
-    """Embed ``table.caption``; with ``cache_dir`` the embeddings are kept for the same model.
+    """A gallery of ``table`` embedded by ``embed`` (the model's objective's
+    :meth:`~swclip_core.objectives.base.Objective.embed_gallery`); with ``cache_dir`` the
+    embeddings are kept for the same model and captions.
 
     ``model_fingerprint`` names the exact weights (e.g. a checkpoint digest), so that a retrained
     model never reuses another model's gallery. Cached embeddings are written chunk by chunk to a
@@ -116,7 +117,7 @@ def build_gallery(
     chunks = (
         table.iloc[start : start + EMBED_CHUNK] for start in range(0, len(table), EMBED_CHUNK)
     )
-    embedded = (_embed_chunk(backbone, chunk, device) for chunk in chunks)
+    embedded = (embed(chunk) for chunk in chunks)
     if cache_dir is None:
         embeddings = torch.cat(list(embedded))
         gallery_index = None if kind == "exact" else open_index(embeddings.numpy(), kind)
@@ -132,12 +133,6 @@ def build_gallery(
     if kind == "exact":
         return Gallery(table, embeddings)
     return Gallery(table, embeddings, open_index(embeddings, kind, index_file(cache_file, kind)))
-
-
-def _embed_chunk(backbone, chunk: pd.DataFrame, device: torch.device) -> torch.Tensor:
-    if hasattr(backbone, "embed_locations"):  # GeoCLIP: a gallery is coordinates, not text
-        return backbone.embed_locations(chunk, device)
-    return embed_captions(backbone, chunk["caption"].astype(str).tolist(), device=device)
 
 
 def _write_chunks(chunks: Iterator[torch.Tensor], rows: int, path: Path) -> None:

@@ -17,8 +17,10 @@ module's.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,12 +28,45 @@ import pandas as pd
 from .captions import CaptionTemplate, captions_for
 from .config import TrainConfig
 from .errors import InputError, ModelError
-from .io import file_digest, write_csv
+from .io import ProgressFn, file_digest, write_csv
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG = "config.json"
 TRAIN_SAMPLES = "train_samples.csv"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+
+
+@dataclass
+class Run:
+    """A started run, what an objective trains from: the folder, the settings, the training
+    samples (indexed 0..N-1) and their captions, the device, and the caller's callbacks."""
+
+    dir: Path
+    config: TrainConfig
+    samples: pd.DataFrame
+    captions: list[str]
+    device: torch.device
+    cache_dir: Path | None = None
+    resume: bool = False
+    progress: ProgressFn | None = None
+    cancel: Callable[[], bool] | None = None
+
+    def image_features(self, network: Any, progress: ProgressFn | None = None) -> torch.Tensor:
+        """The frozen image features of the training photos (cached on disk)."""
+        from .features import extract_image_features
+
+        return extract_image_features(
+            network,
+            self.samples["image_path"].tolist(),
+            device=self.device,
+            cache_dir=self.cache_dir,
+            num_workers=self.config.num_workers,
+            progress=progress,
+            cancel=self.cancel,
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -103,3 +138,11 @@ def fingerprint(run_dir: str | Path) -> str:
     embeddings of one model are never reused by another; empty for a run without weights."""
     path = Path(run_dir) / CHECKPOINT
     return file_digest(path) if path.is_file() else ""
+
+
+def training_gallery(run_dir: Path) -> pd.DataFrame:
+    """The locations and captions a model was trained on (the default, open-set gallery)."""
+    path = Path(run_dir) / TRAIN_SAMPLES
+    if not path.exists():
+        raise InputError(f"{run_dir} has no {TRAIN_SAMPLES}; pass --gallery with a locations file")
+    return pd.read_csv(path, dtype={"sample_id": str})

@@ -1,5 +1,5 @@
-"""The ``semivariogram`` objective (docs/method.md, "Semivariogram objective"): geostatistics on
-embedding space.
+"""The maths of the ``semivariogram`` objective (docs/method.md, "Semivariogram objective"):
+geostatistics on embedding space.
 
 Idea from Chen, Wang, Deuser, Zollner & Werner, "Enhancing Contrastive Learning for
 Geolocalization by Discovering Hard Negatives on Semivariograms" (SIGSPATIAL 2025,

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
+from swclip_core.api import load_trained
+from swclip_core.api import train as train_geoclip
 from swclip_core.cli import main
 from swclip_core.config import TrainConfig
 from swclip_core.data import read_samples
 from swclip_core.device import resolve_device
 from swclip_core.evaluate import evaluate
-from swclip_core.galleries import training_gallery
 from swclip_core.geo import haversine_m
 from swclip_core.models.geoclip import (
     GeoclipModel,
@@ -22,9 +23,8 @@ from swclip_core.models.geoclip import (
     equal_earth,
     official_weights_path,
 )
-from swclip_core.objectives.geoclip import GpsQueue, add_gps_noise, train_geoclip
-from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, TRAIN_SAMPLES
-from swclip_core.train import load_trained
+from swclip_core.objectives.geoclip import GpsQueue, add_gps_noise
+from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, TRAIN_SAMPLES, training_gallery
 
 from .conftest import PHOTOS
 

@@ -14,8 +14,9 @@ from swclip_core.cli import main
 from swclip_core.data import read_samples
 from swclip_core.data.splits import random_split
 from swclip_core.features import extract_image_features
+from swclip_core.fusion import fuse_predictions
 from swclip_core.geo import latlon_to_unit, unit_to_latlon
-from swclip_core.knn import fuse_predictions, load_knn
+from swclip_core.objectives.image_knn import load_knn
 from swclip_core.retrieval import Predictions
 
 from .conftest import PHOTOS

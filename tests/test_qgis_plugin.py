@@ -83,9 +83,10 @@ def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
     # The plugin cannot import swclip_core (QGIS's Python has no torch), so it keeps copies of
     # the command line's choices; a drift would send the worker an option it refuses.
     from swclip_core import config
+    from swclip_core.objectives.registry import REGISTRY
     from swclip_qgis.algorithms import base, train_model
 
-    assert train_model.OBJECTIVES == config.OBJECTIVES
+    assert tuple(REGISTRY) == train_model.OBJECTIVES
     assert train_model.MODES == config.MODES
     assert train_model.KERNELS == config.KERNELS
     defaults = config.TrainConfig()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from swclip_core.api import load_trained, train
 from swclip_core.batches import neighbour_spacing_m
 from swclip_core.config import MIN_SCALE_M, SCALE_PER_SPACING, SpatialKernel, TrainConfig
 from swclip_core.data import read_samples
@@ -17,8 +18,8 @@ from swclip_core.errors import CancelledError, InputError
 from swclip_core.evaluate import evaluate
 from swclip_core.loop import cosine_schedule
 from swclip_core.models import create_backbone
+from swclip_core.objectives.contrastive import resolve_kernel
 from swclip_core.runs import CHECKPOINT
-from swclip_core.train import load_trained, resolve_kernel, train
 
 from .conftest import PHOTOS
 

@@ -2,7 +2,7 @@
 
 Each patch is a square window of the raster saved as an 8-bit RGB PNG and positioned at the window's
 centre, so aerial or satellite imagery an analyst already has becomes samples of the same table as
-photos (:data:`~swclip_core.data.samples.SAMPLE_COLUMNS`). The raster is only read; patches go to a
+photos (:data:`~swclip_core.columns.SAMPLE_COLUMNS`). The raster is only read; patches go to a
 cache folder keyed by the raster's bytes and the options, so a re-run reuses them.
 """
 
@@ -24,9 +24,9 @@ from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from swclip_core.data.samples import SAMPLE_COLUMNS, crs_text
+from swclip_core.columns import SAMPLE_COLUMNS
 from swclip_core.errors import InputError
-from swclip_core.geo import WGS84, to_wgs84
+from swclip_core.geo import WGS84, crs_text, to_wgs84
 from swclip_core.io import atomic_path, default_cache_dir, file_digest
 
 # Part of the cache key: bump it when the pixels a given set of options produces change.

@@ -19,29 +19,15 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
-import pyproj
 import shapely
 from PIL import Image
 
-from swclip_core.columns import CANDIDATES, clean_text, find_column, match_column
+from swclip_core.columns import CANDIDATES, SAMPLE_COLUMNS, clean_text, resolve_column
 from swclip_core.config import CHUNK_ROWS
 from swclip_core.data.exif import read_exif_gps
 from swclip_core.data.images import DECODE_ERRORS, load_image
 from swclip_core.errors import InputError, SwclipError
-from swclip_core.geo import WGS84, to_wgs84
-
-SAMPLE_COLUMNS = (
-    "sample_id",
-    "image_path",
-    "lat",
-    "lon",
-    "street",
-    "city",
-    "country",
-    "region",
-    "geometry",
-)
-"""Columns of the table :func:`read_samples` returns, in this order."""
+from swclip_core.geo import WGS84, crs_text, parse_crs, to_wgs84
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
@@ -102,34 +88,13 @@ def _find_column(
     columns: Sequence[str], key: str, explicit: str | None, source: Path
 ) -> str | None:
     """The column for ``key``: the one named by the user (must exist) or the first candidate."""
-    if explicit is not None:
-        match = match_column(columns, explicit)
-        if match is None:
-            raise InputError(
-                f"Column {explicit!r} ({_OPTION_NAMES[key]}) not found in {source}. "
-                f"Available columns: {', '.join(map(str, columns))}."
-            )
-        return match
-    return find_column(columns, CANDIDATES.get(key, ()))
-
-
-def _parse_crs(crs: Any) -> pyproj.CRS:
-    try:
-        return pyproj.CRS.from_user_input(crs)
-    except pyproj.exceptions.CRSError as error:
-        raise InputError(
-            f"Unknown coordinate reference system {crs!r} ({error}). Give an EPSG code such as "
-            "'EPSG:27700', a WKT string or a PROJ string."
-        ) from error
-
-
-def crs_text(crs: Any) -> str:
-    """``"EPSG:n"`` when ``crs`` is exactly that EPSG CRS, else its WKT: a CRS as a string that
-    writes outputs back in the input's CRS without loss. Raises :class:`InputError` if unknown."""
-    parsed = _parse_crs(crs)
-    # Only an exact match: a looser one could swap a datum and move points by metres.
-    code = parsed.to_epsg(min_confidence=100)
-    return f"EPSG:{code}" if code is not None else parsed.to_wkt()
+    return resolve_column(
+        columns,
+        explicit,
+        CANDIDATES.get(key, ()),
+        not_found=f"Column {explicit!r} ({_OPTION_NAMES[key]}) not found in {source}. "
+        f"Available columns: {', '.join(map(str, columns))}.",
+    )
 
 
 def _resolve_columns(
@@ -199,7 +164,7 @@ def _records_from_columns(
             "--crs (any CRS, e.g. --crs EPSG:27700)."
         )
     source_crs = crs or WGS84
-    if use_latlon and _parse_crs(source_crs).is_projected:
+    if use_latlon and parse_crs(source_crs).is_projected:
         raise InputError(
             f"Columns {y_col!r}/{x_col!r} hold latitude/longitude but --crs {crs} is a projected "
             "CRS. Use --x-column/--y-column for eastings/northings in that CRS."
@@ -599,7 +564,7 @@ def read_sample_chunks(
         "region": region_column,
     }
     if crs is not None:
-        _parse_crs(crs)  # fail on a typo before reading anything
+        parse_crs(crs)  # fail on a typo before reading anything
     given = [_OPTION_NAMES[k] for k, v in columns.items() if v is not None]
     given += [name for name, v in (("--crs", crs), ("--layer", layer)) if v is not None]
     raster_options = {

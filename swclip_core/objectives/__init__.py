@@ -1,1 +1,3 @@
-"""Training objectives other than the caption-based ones in :mod:`swclip_core.train`."""
+"""The training objectives: one module each behind one interface
+(:class:`~swclip_core.objectives.base.Objective`), listed by name in
+:mod:`~swclip_core.objectives.registry`."""

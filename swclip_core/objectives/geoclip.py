@@ -11,13 +11,12 @@ Two choices where GeoCLIP's setting (millions of photos worldwide) differs from 
 - on a small training set the queue soon holds every sample, including the row's own location
   from an earlier epoch; that entry is masked, as a photo's own place is never its negative.
 
-A run folder has the layout of :func:`swclip_core.train.train`; ``metrics.jsonl`` also logs
+A run folder has the layout :mod:`swclip_core.runs` describes; ``metrics.jsonl`` also logs
 ``negatives``, the mean number of negative locations per image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..device import autocast, resolve_device
+from ..device import autocast
 from ..errors import InputError
-from ..features import extract_image_features
 from ..geo import EARTH_RADIUS_M
-from ..io import ProgressFn, progress_span
-from ..loop import BatchPlan, Objective, TrainResult, run_epochs
+from ..io import progress_span
+from ..loop import FEATURE_SHARE, Trainable, TrainResult, run_epochs
+from ..losses import MAX_LOGIT_SCALE
 from ..models import create_backbone
 from ..models.geoclip import GeoclipModel
-from ..runs import CHECKPOINT, seed_everything, start_run
-from ..train import FEATURE_SHARE, MAX_LOGIT_SCALE
+from ..runs import Run, read_checkpoint
+from .base import Objective
 
 
 class GpsQueue:
@@ -145,77 +144,63 @@ def queue_logits(
     return logits.masked_fill(own, float("-inf"))
 
 
-def train_geoclip(
-    samples: pd.DataFrame,
-    config: TrainConfig,
-    run_dir: str | Path,
-    *,
-    cache_dir: Path | None = None,
-    resume: bool = False,
-    progress: ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train the GeoCLIP peer on ``samples`` (the table :func:`read_samples` returns).
+class Geoclip(Objective):
+    name = "geoclip"
 
-    Same contract and run-folder layout as :func:`swclip_core.train.train`; only
-    ``mode="cached"`` is supported (the backbone stays frozen, as GeoCLIP freezes CLIP).
-    """
-    if config.mode != "cached":
-        raise InputError(
-            "objective geoclip trains on cached image features only; use --mode cached"
+    def prepare(self, config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
+        # The backbone stays frozen, as GeoCLIP freezes CLIP.
+        if config.mode != "cached":
+            raise InputError(
+                "objective geoclip trains on cached image features only; use --mode cached"
+            )
+        return config
+
+    def fit(self, run: Run) -> TrainResult:
+        """Train the image head and the location encoder; ``metrics.jsonl`` also logs
+        ``negatives`` and ``queue_filled``. The run's caption table stays a caption gallery for
+        the other objectives."""
+        config, device, samples = run.config, run.device, run.samples
+        model = build_geoclip_model(config, device)
+        features = run.image_features(model, progress_span(run.progress, 0.0, FEATURE_SHARE))
+        latlon = torch.as_tensor(samples[["lat", "lon"]].to_numpy(dtype=float), dtype=torch.float32)
+        # A queue longer than the training set only repeats its locations as negatives: same
+        # softmax support, more compute.
+        queue = GpsQueue(min(config.gps_queue_size, len(samples)))
+        noise = torch.Generator().manual_seed(config.seed)
+
+        def batch_loss(idx: np.ndarray, _images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+            index = torch.as_tensor(idx)
+            positives = add_gps_noise(latlon[index], config.gps_noise_m, noise)
+            with autocast(device):
+                logits = queue_logits(model, features[index].to(device), positives, index, queue)
+            loss = F.cross_entropy(logits.float(), torch.arange(len(idx), device=device))
+            queue.push(latlon[index], index)
+            negatives = float(torch.isfinite(logits).sum(dim=1).float().mean()) - 1
+            return loss, {"infonce": float(loss.detach()), "negatives": negatives}
+
+        def load_extra_state(extra: dict) -> None:
+            queue.load_state_dict(extra["queue"])
+            noise.set_state(extra["noise"])
+
+        trainable = Trainable(
+            name=self.name,
+            model=model,  # train() keeps the backbone's frozen trunk in eval mode
+            optimizer=geoclip_optimizer(model, config),
+            batch_loss=batch_loss,
+            trainable_state=model.trainable_state,
+            load_trainable_state=model.load_trainable_state,
+            extra_state=lambda: {"queue": queue.state_dict(), "noise": noise.get_state()},
+            load_extra_state=load_extra_state,
+            epoch_figures=lambda: {"queue_filled": queue.filled},
         )
-    # Captions are kept so that the run's training table is also a caption gallery for others.
-    run_dir, samples, _ = start_run(samples, config, run_dir, marker=CHECKPOINT, resume=resume)
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model = build_geoclip_model(config, device)
-    features = extract_image_features(
-        model,
-        samples["image_path"].tolist(),
-        device=device,
-        cache_dir=cache_dir,
-        num_workers=config.num_workers,
-        progress=progress_span(progress, 0.0, FEATURE_SHARE),
-        cancel=cancel,
-    )
-    latlon = torch.as_tensor(samples[["lat", "lon"]].to_numpy(dtype=float), dtype=torch.float32)
-    # A queue longer than the training set only repeats its locations as negatives: same
-    # softmax support, more compute.
-    queue = GpsQueue(min(config.gps_queue_size, len(samples)))
-    noise = torch.Generator().manual_seed(config.seed)
+        return run_epochs(trainable, run, progress=progress_span(run.progress, FEATURE_SHARE, 1.0))
 
-    def batch_loss(idx: np.ndarray, _images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-        index = torch.as_tensor(idx)
-        positives = add_gps_noise(latlon[index], config.gps_noise_m, noise)
-        with autocast(device):
-            logits = queue_logits(model, features[index].to(device), positives, index, queue)
-        loss = F.cross_entropy(logits.float(), torch.arange(len(idx), device=device))
-        queue.push(latlon[index], index)
-        negatives = float(torch.isfinite(logits).sum(dim=1).float().mean()) - 1
-        return loss, {"infonce": float(loss.detach()), "negatives": negatives}
+    def load(self, run_dir: Path, config: TrainConfig, device: torch.device) -> GeoclipModel:
+        return load_geoclip(config, read_checkpoint(run_dir)["model"], device)
 
-    def load_extra_state(extra: dict) -> None:
-        queue.load_state_dict(extra["queue"])
-        noise.set_state(extra["noise"])
+    def embed_gallery(self, network, table: pd.DataFrame, device: torch.device) -> torch.Tensor:
+        """A gallery is coordinates, not text: the location encoder's embeddings."""
+        return network.embed_locations(table, device)
 
-    objective = Objective(
-        name="geoclip",
-        model=model,  # train() keeps the backbone's frozen trunk in eval mode
-        optimizer=geoclip_optimizer(model, config),
-        batch_loss=batch_loss,
-        trainable_state=model.trainable_state,
-        load_trainable_state=model.load_trainable_state,
-        extra_state=lambda: {"queue": queue.state_dict(), "noise": noise.get_state()},
-        load_extra_state=load_extra_state,
-        epoch_figures=lambda: {"queue_filled": queue.filled},
-    )
-    return run_epochs(
-        objective,
-        config,
-        run_dir,
-        BatchPlan(samples, config),
-        device,
-        resume=resume,
-        progress=progress_span(progress, FEATURE_SHARE, 1.0),
-        cancel=cancel,
-    )
+
+OBJECTIVE = Geoclip()

@@ -18,7 +18,7 @@ from qgis.core import (
 from ..files import staged
 from .base import SwclipAlgorithm
 
-# The objectives of `swclip train --objective` (swclip_core.config.OBJECTIVES), in menu order.
+# The objectives of `swclip train --objective` (swclip_core/objectives/registry.py), in menu order.
 OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
