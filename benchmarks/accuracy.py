@@ -16,7 +16,7 @@ import pandas as pd
 from swclip_core.api import Model, evaluate, load_model, train, zero_shot_model
 from swclip_core.config import DEFAULT_METHOD, TrainConfig
 from swclip_core.data.splits import random_split, spatial_block_split
-from swclip_core.evaluate import caption_table
+from swclip_core.evaluation import caption_table
 from swclip_core.objectives.registry import REGISTRY, get_objective
 from swclip_core.runs import CHECKPOINT, METRICS, caption_template
 

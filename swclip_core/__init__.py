@@ -1,34 +1,19 @@
 """SW-CLIP: spatially-weighted CLIP for street-view geo-localization.
 
-The library behind the ``swclip`` command and the QGIS plugin (:mod:`swclip_core.api`, re-exported
-here). Nothing here imports QGIS, and importing this package does not load torch.
+The library behind the ``swclip`` command and the QGIS plugin. Its functions
+(:mod:`swclip_core.api`: ``read_samples``, ``train``, ``load_model``, ``localize``, ``evaluate``,
+``build_gallery``...) and settings (``TrainConfig``) are available from here; they load on first
+use, so ``import swclip_core`` itself (the plugin's backend check does it) needs no third-party
+package. Nothing here imports QGIS.
 """
 
-from .api import (
-    Joins,
-    Model,
-    build_gallery,
-    embed_gallery,
-    evaluate,
-    load_model,
-    localize,
-    read_locations,
-    read_predictions,
-    read_samples,
-    train,
-    write_predictions,
-    zero_shot_model,
-)
-from .config import SpatialKernel, TrainConfig
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+_FROM_API = (
     "Joins",
     "Model",
-    "SpatialKernel",
-    "TrainConfig",
-    "__version__",
     "build_gallery",
     "embed_gallery",
     "evaluate",
@@ -40,4 +25,20 @@ __all__ = [
     "train",
     "write_predictions",
     "zero_shot_model",
-]
+)
+_FROM_CONFIG = ("SpatialKernel", "TrainConfig")
+
+__all__ = ["__version__", *_FROM_API, *_FROM_CONFIG]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_API or name in _FROM_CONFIG:
+        from importlib import import_module
+
+        module = import_module(f".{'api' if name in _FROM_API else 'config'}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

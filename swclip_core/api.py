@@ -30,7 +30,7 @@ from .runs import caption_template, fingerprint, read_config, seed_everything, s
 if TYPE_CHECKING:
     import torch
 
-    from .evaluate import Evaluation
+    from .evaluation import Evaluation
     from .loop import TrainResult
     from .objectives.image_knn import KnnLocalizer
 
@@ -212,7 +212,7 @@ def evaluate(
     Returns per-photo ``predictions`` (a data frame) and ``summary`` figures.
     """
     from .errors import InputError, ModelError
-    from .evaluate import evaluate as score
+    from .evaluation import evaluate as score
     from .fusion import KNN_WEIGHT
     from .io import default_cache_dir
     from .objectives.image_knn import KNN_TEMPERATURE
@@ -269,7 +269,7 @@ def localize(
 def build_gallery(
     source: str | Path | pd.DataFrame,
     *,
-    kind: str = "points",
+    kind: str = "samples",
     spacing_m: float | None = None,
     name_field: str | None = None,
     layer: str | None = None,
@@ -385,8 +385,10 @@ def embed_gallery(
 
     objective = get_objective(model.config.objective)
     return embed(
+        model.network,
         table,
-        lambda rows: objective.embed_gallery(model.network, rows, model.device),
+        device=model.device,
+        embed=lambda rows: objective.embed_gallery(model.network, rows, model.device),
         model_fingerprint=model.fingerprint,
         cache_dir=(cache_dir or default_cache_dir()) if model.fingerprint else None,
         index=index,

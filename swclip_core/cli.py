@@ -191,7 +191,7 @@ def load_gallery_table(args: argparse.Namespace, config):
 
 
 def run_evaluation(args: argparse.Namespace, protocol: str):
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     options = evaluation_options(args, protocol)
     samples = enrich(read_input(args), args)
@@ -260,7 +260,7 @@ def command_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .errors import InputError
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .metrics import error_summary
     from .outputs import render_error_map, write_error_surface, write_prediction_chunks
 
@@ -332,7 +332,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import TABLE1_COLUMNS
+    from .evaluation import TABLE1_COLUMNS
     from .io import write_json
     from .outputs import format_table
 

@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .data.places import demo_places
 from .data.splits import random_split
 from .data.synthetic import generate_scenes
-from .evaluate import TABLE1_COLUMNS, Evaluation
+from .evaluation import TABLE1_COLUMNS, Evaluation
 from .io import write_csv, write_json
 from .outputs import format_table, render_error_map, write_predictions_gpkg
 from .runs import CHECKPOINT, caption_template
@@ -78,7 +78,7 @@ def run_demo(
     n_places: int = 600,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Run both parts of the demo into ``out``; returns the figures it printed."""
-    from .evaluate import caption_table
+    from .evaluation import caption_table
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

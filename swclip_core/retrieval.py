@@ -88,17 +88,20 @@ EMBED_CHUNK = 65_536
 
 
 def build_gallery(
+    backbone,
     table: pd.DataFrame,
-    embed: Callable[[pd.DataFrame], torch.Tensor],
     *,
+    device: torch.device,
     model_fingerprint: str,
     cache_dir: Path | None = None,
     index: str = "auto",
+    embed: Callable[[pd.DataFrame], torch.Tensor] | None = None,
 ) -> Gallery:
-    """A gallery of ``table`` embedded by ``embed`` (the model's objective's
-    :meth:`~swclip_core.objectives.base.Objective.embed_gallery`); with ``cache_dir`` the
-    embeddings are kept for the same model and captions.
+    """Embed ``table``; with ``cache_dir`` the embeddings are kept for the same model.
 
+    ``embed`` turns rows of the table into L2-normalised embeddings: the model's objective's
+    :meth:`~swclip_core.objectives.base.Objective.embed_gallery`; without it, a backbone's own
+    ``embed_locations`` (GeoCLIP: coordinates, not text) or its captions through the text tower.
     ``model_fingerprint`` names the exact weights (e.g. a checkpoint digest), so that a retrained
     model never reuses another model's gallery. Cached embeddings are written chunk by chunk to a
     ``.npy`` file and memory-mapped, so a gallery larger than memory is searched from disk.
@@ -117,6 +120,7 @@ def build_gallery(
     chunks = (
         table.iloc[start : start + EMBED_CHUNK] for start in range(0, len(table), EMBED_CHUNK)
     )
+    embed = embed or (lambda chunk: _embed_chunk(backbone, chunk, device))
     embedded = (embed(chunk) for chunk in chunks)
     if cache_dir is None:
         embeddings = torch.cat(list(embedded))
@@ -133,6 +137,12 @@ def build_gallery(
     if kind == "exact":
         return Gallery(table, embeddings)
     return Gallery(table, embeddings, open_index(embeddings, kind, index_file(cache_file, kind)))
+
+
+def _embed_chunk(backbone, chunk: pd.DataFrame, device: torch.device) -> torch.Tensor:
+    if hasattr(backbone, "embed_locations"):  # GeoCLIP: a gallery is coordinates, not text
+        return backbone.embed_locations(chunk, device)
+    return embed_captions(backbone, chunk["caption"].astype(str).tolist(), device=device)
 
 
 def _write_chunks(chunks: Iterator[torch.Tensor], rows: int, path: Path) -> None:

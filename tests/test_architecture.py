@@ -63,7 +63,7 @@ LAYERS = {
     ),
     "data": ("data", "galleries", "outputs"),
     "models": ("models", "features"),
-    "engine": ("runs", "loop", "objectives", "evaluate", "probe"),
+    "engine": ("runs", "loop", "objectives", "evaluation", "probe"),
     "api": ("api",),
     "interface": ("cli", "cli_options", "worker", "demo"),
 }
@@ -194,3 +194,20 @@ def test_the_plugin_never_imports_torch_or_swclip_core() -> None:
         names = imported_names(tree, module_name(path), path.name == "__init__.py")
         bad = {base for base, _ in names if base.split(".")[0] in forbidden}
         assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_importing_the_package_needs_no_third_party_module_and_exports_the_api() -> None:
+    # The plugin checks a backend with `import swclip_core` before its requirements are in.
+    code = (
+        "import sys\n"
+        "import swclip_core as sw\n"
+        "heavy = sorted(m for m in ('numpy', 'pandas', 'torch') if m in sys.modules)\n"
+        "import swclip_core.api, swclip_core.evaluation, swclip_core.config\n"
+        "same = [sw.evaluate is swclip_core.api.evaluate, sw.train is swclip_core.api.train,\n"
+        "        sw.TrainConfig is swclip_core.config.TrainConfig]\n"
+        "print(','.join(heavy), all(same))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["True"]

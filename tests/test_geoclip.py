@@ -15,7 +15,7 @@ from swclip_core.cli import main
 from swclip_core.config import TrainConfig
 from swclip_core.data import read_samples
 from swclip_core.device import resolve_device
-from swclip_core.evaluate import evaluate
+from swclip_core.evaluation import evaluate
 from swclip_core.geo import haversine_m
 from swclip_core.models.geoclip import (
     GeoclipModel,

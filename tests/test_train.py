@@ -15,7 +15,7 @@ from swclip_core.config import MIN_SCALE_M, SCALE_PER_SPACING, SpatialKernel, Tr
 from swclip_core.data import read_samples
 from swclip_core.device import resolve_device
 from swclip_core.errors import CancelledError, InputError
-from swclip_core.evaluate import evaluate
+from swclip_core.evaluation import evaluate
 from swclip_core.loop import cosine_schedule
 from swclip_core.models import create_backbone
 from swclip_core.objectives.contrastive import resolve_kernel

@@ -20,7 +20,7 @@ from ..files import staged
 from .base import SwclipAlgorithm
 
 PROTOCOLS = ("closed", "open")
-# The columns of the SW-CLIP paper's Table 1, as swclip_core.evaluate.TABLE1_COLUMNS names them.
+# The columns of the SW-CLIP paper's Table 1, as swclip_core.evaluation.TABLE1_COLUMNS names them.
 TABLE1 = (
     ("median_error_m", "Median error (m)"),
     ("mean_error_m", "Mean error (m)"),

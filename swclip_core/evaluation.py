@@ -169,17 +169,24 @@ def evaluate(
 
     if protocol == "closed":
         gallery = build_gallery(
-            caption_table(samples, template), embed, model_fingerprint="", index=index
+            backbone,
+            caption_table(samples, template),
+            device=device,
+            model_fingerprint="",
+            index=index,
+            embed=embed,
         )
     elif gallery is None:
         if gallery_table is None:
             raise ValueError("the open protocol needs a gallery table")
         gallery = build_gallery(
+            backbone,
             gallery_table,
-            embed,
+            device=device,
             model_fingerprint=model_fingerprint,
             cache_dir=cache_dir if model_fingerprint else None,
             index=index,
+            embed=embed,
         )
     rule = {"method": method, "mode_radius_m": mode_radius_m}
     pred = localize(
