@@ -58,6 +58,7 @@ LAYERS = {
         "metrics",
         "semivariogram",
         "retrieval",
+        "gallery_index",
         "fusion",
         "surface",
     ),
