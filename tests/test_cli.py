@@ -338,7 +338,7 @@ def test_predict_reads_a_layer_in_chunks_and_writes_the_same_geopackage(
         points = gpd.points_from_xy(table["lon"], table["lat"], crs="EPSG:4326")
         gpd.GeoDataFrame(table, geometry=points).to_crs("EPSG:3006").to_file(layer)
     localized = []
-    from swclip_core import evaluate
+    from swclip_core import evaluation as evaluate
 
     real_evaluate = evaluate.evaluate
 
