@@ -28,7 +28,7 @@ from swclip_core.config import (
 )
 from swclip_core.device import resolve_device
 
-from . import accuracy, datasets, report, speed, sweep
+from . import accuracy, datasets, report, speed, speed_report, sweep
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = datasets.SAMPLE_DATA
@@ -135,22 +135,7 @@ def main() -> None:
     )
 
     photo_paths = data[-1].samples["image_path"].tolist()
-    scene_paths = data[0].samples["image_path"].tolist()
-    speed_result = {
-        "feature_extraction": {
-            "generated scenes 256x192": speed.feature_extraction(scene_paths),
-            "real photos (incl. 5760x2880 panoramas)": speed.feature_extraction(photo_paths),
-        },
-        "training": speed.training_throughput(
-            data[0].samples, work, ("clip", "swclip", "semivariogram", "geoclip")
-        ),
-        "retrieval": speed.retrieval(
-            sizes=(10**3, 10**4) if args.quick else (10**3, 10**4, 10**5, 10**6),
-            batch=256 if args.quick else 1024,
-        ),
-    }
-    if not args.quick:
-        speed_result["geoclip"] = speed.geoclip_localization(photo_paths[0])
+    speed_result = speed.measure_all(work, data[0].samples, photo_paths, quick=args.quick)
     generated = [d for d in data if d.name in GENERATED]
     sweep_records = sweep.sweep(generated, work, base, seeds)  # quick: one seed, one list
 
@@ -229,7 +214,7 @@ def main() -> None:
         "",
         "## Speed",
         "",
-        *speed.summarise_speed(speed_result),
+        *speed_report.summarise_speed(speed_result),
     ]
     if sweep_records:
         lines += [

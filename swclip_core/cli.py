@@ -68,8 +68,19 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = True) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda[:N]")
+    if precision:
+        from .config import PRECISIONS
+
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            help="precision of the forward passes (losses stay float32): auto = float16 "
+            "autocast on a GPU (bfloat16 where it has it), bfloat16 on CPUs with native "
+            "bfloat16 (AMX, AVX512-BF16), float32 elsewhere; default: auto on a GPU, fp32 on "
+            "a CPU. The precision used is recorded in config.json / the --json report",
+        )
     parser.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/swclip)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -415,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
-    add_runtime_options(demo)
+    add_runtime_options(demo, precision=False)
 
     probe = commands.add_parser(
         "probe",
@@ -580,6 +591,7 @@ def command_train(args: argparse.Namespace) -> int:
         head_lr=args.head_lr,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         lambda_nc=args.lambda_nc,
         lambda_fair=args.lambda_fair,
         kernel=SpatialKernel(
@@ -960,13 +972,25 @@ COMMANDS = {
 }
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command with its forward passes in its ``--precision``."""
+    precision = getattr(args, "precision", None)
+    if precision is None:  # the default (device.resolve_precision)
+        return COMMANDS[args.command](args)
+    from .device import precision_scope, resolve_device, resolve_precision
+
+    resolve_precision(precision, resolve_device(args.device))  # refuse fp16 on a CPU up front
+    with precision_scope(precision):
+        return COMMANDS[args.command](args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swclip`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
     from .errors import SwclipError
 
     try:
-        return COMMANDS[args.command](args)
+        return run_command(args)
     except SwclipError as error:
         if args.debug:
             raise

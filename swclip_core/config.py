@@ -22,6 +22,7 @@ KERNELS = ("exponential", "gaussian")
 # The first is the default: in `make bench` ``mode`` cut ``weighted``'s median error sharply where
 # candidates sit in far-apart towns and was within one seed's spread of it elsewhere
 # (benchmarks/results.md, "Prediction methods").
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see device.resolve_precision
 METHODS = ("mode", "weighted", "top1")
 MODE_RADIUS_M = 5_000.0  # about a town: candidates closer than this count as one place
 DEFAULT_METHOD = METHODS[0]
@@ -88,6 +89,9 @@ class TrainConfig:
     caption_precision: int = 5
     seed: int = 0
     device: str = "auto"
+    # Forward-pass precision (device.PRECISIONS; None: the default, device.resolve_precision);
+    # set to the precision that ran when training starts, so config.json records it.
+    precision: str | None = None
     num_workers: int | None = None  # image-decoding processes; None: features.decode_workers
 
     def validate(self) -> None:
@@ -104,6 +108,8 @@ class TrainConfig:
             raise InputError("the kernel scale (metres) must be positive, or auto")
         if self.kernel.cutoff_m is not None and self.kernel.cutoff_m <= 0:
             raise InputError("the kernel cutoff (metres) must be positive, or none")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
         if self.gps_queue_size < 0 or self.gps_noise_m < 0:
             raise InputError("gps_queue_size and gps_noise_m must be >= 0")
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .captions import captions_for
 from .config import DEFAULT_METHOD, MODE_RADIUS_M
-from .device import autocast
+from .device import autocast, current_precision
 from .errors import InputError
 from .features import extract_image_features
 from .geo import haversine_m, pairwise_haversine_m
@@ -227,6 +227,7 @@ def evaluate(
         "backbone": config.backbone,
         "objective": config.objective,
         "seed": config.seed,
+        "precision": current_precision(device),
     }
     if knn is not None:
         context.update(
@@ -356,5 +357,6 @@ def _evaluate_image_knn(
         "backbone": config.backbone,
         "objective": config.objective,
         "seed": config.seed,
+        "precision": current_precision(knn.device),
     }
     return Evaluation(prediction_table(samples, pred, errors, rank, knn.table), summary, context)

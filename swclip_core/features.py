@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .data.tensors import ImageDataset, split_preprocess
-from .device import autocast
+from .device import autocast, precision_tag
 from .errors import CancelledError
 from .io import ProgressFn, default_cache_dir, file_digest, save_npy
 
@@ -74,9 +74,9 @@ def extract_image_features(
     whose image tower was fine-tuned (its features are no longer those of ``backbone.cache_key``).
     ``num_workers`` decoding processes: None chooses (:func:`decode_workers`).
     """
-    cache = (
-        FeatureCache(cache_dir or default_cache_dir(), backbone.cache_key) if use_cache else None
-    )
+    # Features computed in another precision are other numbers: each precision has its own.
+    key = backbone.cache_key + precision_tag(device)
+    cache = FeatureCache(cache_dir or default_cache_dir(), key) if use_cache else None
     digests = [file_digest(p) for p in image_paths] if cache else []
     features: list[np.ndarray | None] = (
         [cache.load(d) for d in digests] if cache else [None] * len(image_paths)

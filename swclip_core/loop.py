@@ -1,6 +1,6 @@
 """The epoch loop that every trained objective shares.
 
-Batches, optimiser and schedule steps, mixed precision on CUDA, one metrics line per epoch, a
+Batches, optimiser and schedule steps, loss scaling for float16, one metrics line per epoch, a
 checkpoint after every epoch (so a run resumes where it stopped), progress and cancel. Objectives
 differ only in what they hand to :func:`run_epochs`: a model, its batch loss and any state of their
 own (GeoCLIP's GPS queue, for instance).
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .batches import nearest_neighbours, neighbourhood_batches, random_batches
 from .config import TrainConfig
+from .device import current_precision
 from .errors import CancelledError, ModelError
 from .features import decode_workers
 from .io import ProgressFn, save_torch
@@ -114,7 +115,8 @@ def run_epochs(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_schedule(total_steps, max(1, int(config.warmup_fraction * total_steps)))
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler("cuda", enabled=current_precision(device) == "fp16")
     start_epoch = 0
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)

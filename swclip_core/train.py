@@ -25,7 +25,7 @@ from .batches import neighbour_spacing_m
 from .columns import clean_text
 from .config import MIN_SCALE_M, SCALE_NEIGHBOURS, SCALE_PER_SPACING, TrainConfig
 from .data.tensors import ImageDataset
-from .device import autocast, resolve_device
+from .device import autocast, precision_scope, resolve_device, resolve_precision
 from .errors import ModelError
 from .features import extract_image_features
 from .geo import pairwise_haversine_m
@@ -104,7 +104,32 @@ def train(
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``config.objective`` on ``samples`` (the table :func:`read_samples` returns)."""
+    """Train ``config.objective`` on ``samples`` (the table :func:`read_samples` returns), its
+    forward passes in ``config.precision`` (recorded as the precision that ran)."""
+    precision = resolve_precision(config.precision, resolve_device(config.device))
+    config = replace(config, precision=precision)
+    with precision_scope(precision):
+        return _train(
+            samples,
+            config,
+            run_dir,
+            cache_dir=cache_dir,
+            resume=resume,
+            progress=progress,
+            cancel=cancel,
+        )
+
+
+def _train(
+    samples: pd.DataFrame,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    cache_dir: Path | None,
+    resume: bool,
+    progress: ProgressFn | None,
+    cancel: Callable[[], bool] | None,
+) -> TrainResult:
     if config.objective == "geoclip":  # GPS location encoder instead of captions
         from .objectives.geoclip import train_geoclip
 

@@ -94,6 +94,7 @@ def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
     assert defaults.kernel.scale_m is None and defaults.kernel.cutoff_m is None  # the plugin's 0
     assert base.RETRIEVAL_METHODS == config.METHODS  # the first is the default of both
     assert base.MODE_RADIUS_M == config.MODE_RADIUS_M
+    assert base.PRECISIONS[1:] == config.PRECISIONS  # "default": no --precision
 
 
 def test_metadata_has_what_qgis_and_the_plugin_repository_need() -> None:

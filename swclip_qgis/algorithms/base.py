@@ -40,6 +40,9 @@ from ..runner import WorkerFailed, run_worker
 RETRIEVAL_METHODS = ("mode", "weighted", "top1")
 MODE_RADIUS_M = 5000.0
 DEVICES = ("auto", "cpu", "cuda")
+# swclip_core.config.PRECISIONS after "default" (no --precision: auto on a GPU, fp32 on a CPU); a
+# test keeps them equal.
+PRECISIONS = ("default", "auto", "fp32", "bf16", "fp16")
 # Processing keeps only a pointer to a layer post-processor and runs a CLONE of the algorithm
 # (QgsProcessingAlgorithm::run), deleted before the results are loaded: the post-processors must
 # outlive it. The most recent ones are kept here; a run loads its outputs long before 100 more.
@@ -85,6 +88,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     METHOD = "METHOD"
     MODE_RADIUS = "MODE_RADIUS"
     DEVICE = "DEVICE"
+    PRECISION = "PRECISION"
     RUN_NAME = "RUN_NAME"
 
     def __init__(self) -> None:
@@ -226,6 +230,17 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=0,
             )
         )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.PRECISION,
+                self.tr(
+                    "Precision (default: auto on a GPU, fp32 on a CPU; auto: float16/bfloat16 "
+                    "on a GPU, bfloat16 on CPUs that compute it natively, else fp32)"
+                ),
+                options=list(PRECISIONS),
+                defaultValue=0,
+            )
+        )
 
     def add_run_name(self) -> None:
         self.add_advanced(
@@ -310,7 +325,9 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         return ["--top-k", top_k, "--method", method, "--mode-radius-m", radius]
 
     def runtime_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
-        return ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        args = ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        precision = PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]
+        return args if precision == "default" else [*args, "--precision", precision]
 
     def gallery_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
         gallery = self.parameterAsFile(parameters, self.GALLERY, context)
