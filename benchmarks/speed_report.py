@@ -11,22 +11,22 @@ PRECISIONS = ("fp32", "bf16")
 
 def precision_note(result: dict) -> str:
     auto = resolve_precision("auto", resolve_device("auto"))
-    loads = ", ".join(f"{name} {a:.1f}-{b:.1f}" for name, (a, b) in result["load"].items())
+    loads = ", ".join(f"{name} {a:.1f}-{b:.1f}" for name, (a, b) in result.get("load", {}).items())
     return (
-        f"fp32 and bf16 rows are timed in the same rounds, alternating (median of rounds, the "
-        f"range in brackets); `--precision auto` picks **{auto}** on this machine. The machine "
-        f"was shared with other jobs: 1-minute load average (2 cores) at the start and end of "
-        f"each part: {loads}."
+        f"Measured on {result.get('date', '?')} (`make bench-speed`). fp32 and bf16 rows are "
+        f"timed in the same rounds, alternating (median of rounds, the range in brackets); "
+        f"`--precision auto` picks **{auto}** on this machine. Under bfloat16, swclip-lite's "
+        "image trunk computes in float32 (its depthwise convolutions lose too much in bfloat16; "
+        "README, Precision), so its bf16 feature rows time the same float32 trunk. The machine "
+        "was shared with other engineers' jobs: 1-minute load average (2 cores) at the start and "
+        f"end of each part: {loads}."
     )
 
 
-def summarise_speed(result: dict) -> list[str]:
-    """Markdown lines for results.md's Speed section."""
+def feature_lines(result: dict) -> list[str]:
     fe = result["feature_extraction"]
     first = next(iter(fe.values()))["fp32"]
     lines = [
-        precision_note(result),
-        "",
         "### Feature extraction (swclip-lite image trunk, batch 32)",
         "",
         f"Images decoded in {first['decode_workers']} worker processes (0: in the main process, "
@@ -46,8 +46,11 @@ def summarise_speed(result: dict) -> list[str]:
                 f"{row['bare_forward_images_per_s']:.1f} | {row['ratio']:.2f} "
                 f"[{row['ratio_min']:.2f}-{row['ratio_max']:.2f}] |"
             )
-    lines += [
-        "",
+    return lines
+
+
+def training_lines(result: dict) -> list[str]:
+    lines = [
         "### Training throughput (cached features, samples/s)",
         "",
         "| objective | fp32 | bf16 | bf16/fp32 |",
@@ -60,9 +63,12 @@ def summarise_speed(result: dict) -> list[str]:
             f"{b['samples_per_s']:.1f} [{b['min']:.0f}-{b['max']:.0f}] | "
             f"{b['samples_per_s'] / a['samples_per_s']:.2f} |"
         )
+    return lines
+
+
+def gallery_lines(result: dict) -> list[str]:
     g = result["gallery_embedding"]
-    lines += [
-        "",
+    return [
         f"### Gallery embedding (swclip-lite text tower, {g['fp32']['captions']:,} captions)",
         "",
         "| precision | captions/s |",
@@ -71,13 +77,23 @@ def summarise_speed(result: dict) -> list[str]:
             f"| {p} | {row['captions_per_s']:.0f} [{row['min']:.0f}-{row['max']:.0f}] |"
             for p, row in g.items()
         ),
-        "",
+    ]
+
+
+def retrieval_lines(result: dict) -> list[str]:
+    lines = [
         "### Gallery retrieval (dim 256, top-5; target <= 1.2x best bare)",
         "",
         "Ours and the bare matmul are timed in turns (median of 7 rounds, 2 for the last row), "
         "faiss after them (its idle OpenMP threads slowed whatever ran next). Ours scores at "
         "most `MAX_BLOCK_BYTES` (256 MiB) of similarities at a time; the bare matmul holds the "
-        "whole (queries, gallery) matrix. Float32 only: the gallery is stored in float32.",
+        "whole (queries, gallery) matrix. Float32 only: the gallery is stored in float32."
+        + (
+            ""
+            if "retrieval" in result.get("load", {})
+            else " These rows were carried over from the previous full `make bench` run "
+            "(same code); a fresh `--work` folder measures them again."
+        ),
         "",
         "| gallery | queries | ours ms/query | matmul ms/query | faiss ms/query | ours/best | "
         "ours extra RSS MB | matmul extra RSS MB | gallery MB |",
@@ -91,40 +107,59 @@ def summarise_speed(result: dict) -> list[str]:
             f" {r['ours_extra_rss_mb']:.0f} | {r['matmul_extra_rss_mb']:.0f} |"
             f" {r['gallery_mb']:.0f} |"
         )
-    g = result.get("geoclip")
-    if g:
-        auto = g["auto"]
-        lines += [
-            "",
-            f"### Per-image localization on GeoCLIP's {g['gallery']:,}-location gallery",
-            "",
-            f"A layer of {g['images']} photos (the bundled ones), decoded at the model's input "
-            f"size and encoded in batches of {g['batch_size']}, against the gallery encoded once "
-            f"({g['gallery_encoding_once_s']:.1f} s); seconds per image = the layer's time / "
-            f"{g['images']} (median of {g['rounds']} rounds, precisions alternating).",
-            "",
-            "| pipeline | precision | seconds per image | speed-up vs official (target >= 100x) |",
-            "| --- | --- | ---: | ---: |",
-            f"| official geoclip `predict` (one image per call, re-encodes the gallery) | fp32 | "
-            f"{g['official_predict_s']:.2f} | 1.0x |",
-        ]
-        for name, label in (
-            ("same_encoders", "same encoders (ViT-L/14 + MLP), cached gallery"),
-            ("swclip_lite", "swclip-lite image encoder, cached gallery"),
-        ):
-            for precision in PRECISIONS:
-                tag = f"{precision} (auto)" if precision == auto else precision
-                lines.append(
-                    f"| {label} | {tag} | {g[f'{name}_{precision}_s']:.3f} | "
-                    f"{g[f'{name}_{precision}_speedup']:.1f}x |"
-                )
-        lines += [
-            "",
-            "GeoCLIP's CLIP ViT-L/14 weights live on a model hub that this machine cannot reach: "
-            "the official class ran with its exact architecture and random CLIP weights "
-            "(identical cost); its location encoder, image MLP and gallery are the official "
-            "ones from the geoclip package.",
-        ]
+    return lines
+
+
+def geoclip_lines(result: dict) -> list[str]:
+    g = result["geoclip"]
+    auto = g["auto"]
+    lines = [
+        f"### Per-image localization on GeoCLIP's {g['gallery']:,}-location gallery",
+        "",
+        f"A layer of {g['images']} photos (the bundled ones), decoded at the model's input "
+        f"size and encoded in batches of {g['batch_size']}, against the gallery encoded once "
+        f"({g['gallery_encoding_once_s']:.1f} s); seconds per image = the layer's time / "
+        f"{g['images']} (median of {g['rounds']} rounds, precisions alternating).",
+        "",
+        "| pipeline | precision | seconds per image | speed-up vs official (target >= 100x) |",
+        "| --- | --- | ---: | ---: |",
+        f"| official geoclip `predict` (one image per call, re-encodes the gallery) | fp32 | "
+        f"{g['official_predict_s']:.2f} | 1.0x |",
+    ]
+    for name, label in (
+        ("same_encoders", "same encoders (ViT-L/14 + MLP), cached gallery"),
+        ("swclip_lite", "swclip-lite image encoder, cached gallery"),
+    ):
+        for precision in PRECISIONS:
+            tag = f"{precision} (auto)" if precision == auto else precision
+            lines.append(
+                f"| {label} | {tag} | {g[f'{name}_{precision}_s']:.3f} | "
+                f"{g[f'{name}_{precision}_speedup']:.1f}x |"
+            )
+    lines += [
+        "",
+        "GeoCLIP's CLIP ViT-L/14 weights live on a model hub that this machine cannot reach: "
+        "the official class ran with its exact architecture and random CLIP weights "
+        "(identical cost); its location encoder, image MLP and gallery are the official "
+        "ones from the geoclip package.",
+    ]
+    return lines
+
+
+PARTS = {
+    "feature_extraction": feature_lines,
+    "training": training_lines,
+    "gallery_embedding": gallery_lines,
+    "retrieval": retrieval_lines,
+    "geoclip": geoclip_lines,
+}
+
+
+def summarise_speed(result: dict) -> list[str]:
+    """Markdown lines for results.md's Speed section (a part not measured yet is named)."""
+    lines = [precision_note(result)]
+    for name, part_lines in PARTS.items():
+        lines += ["", *(part_lines(result) if name in result else [f"{name}: not measured yet."])]
     return lines
 
 

@@ -108,8 +108,14 @@ def train(
     forward passes in ``config.precision`` (recorded as the precision that ran)."""
     precision = resolve_precision(config.precision, resolve_device(config.device))
     config = replace(config, precision=precision)
+    if config.objective == "geoclip":  # GPS location encoder instead of captions
+        from .objectives.geoclip import train_geoclip as trainer
+    elif config.objective == "image-knn":  # nothing to train: the gallery is the images themselves
+        from .knn import index_training_images as trainer
+    else:
+        trainer = train_caption_model
     with precision_scope(precision):
-        return _train(
+        return trainer(
             samples,
             config,
             run_dir,
@@ -120,40 +126,17 @@ def train(
         )
 
 
-def _train(
+def train_caption_model(
     samples: pd.DataFrame,
     config: TrainConfig,
     run_dir: str | Path,
     *,
-    cache_dir: Path | None,
-    resume: bool,
-    progress: ProgressFn | None,
-    cancel: Callable[[], bool] | None,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    if config.objective == "geoclip":  # GPS location encoder instead of captions
-        from .objectives.geoclip import train_geoclip
-
-        return train_geoclip(
-            samples,
-            config,
-            run_dir,
-            cache_dir=cache_dir,
-            resume=resume,
-            progress=progress,
-            cancel=cancel,
-        )
-    if config.objective == "image-knn":  # nothing to train: the gallery is the images themselves
-        from .knn import index_training_images
-
-        return index_training_images(
-            samples,
-            config,
-            run_dir,
-            cache_dir=cache_dir,
-            resume=resume,
-            progress=progress,
-            cancel=cancel,
-        )
+    """The objectives that learn from location captions: swclip, clip, semivariogram."""
     config = resolve_kernel(config, samples)
     run_dir, samples, captions = start_run(
         samples, config, run_dir, marker=CHECKPOINT, resume=resume
