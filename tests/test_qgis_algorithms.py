@@ -149,7 +149,7 @@ def test_provider_lists_algorithms_with_help_and_advanced_parameters(provider) -
     train = QgsApplication.processingRegistry().algorithmById("swclip:trainmodel")
     advanced = {p.name() for p in train.parameterDefinitions() if p.flags() & p.FlagAdvanced}
     assert {"BACKBONE", "SCALE_M", "CUTOFF_M", "LAMBDA_NC", "LAMBDA_FAIR", "BATCH_SIZE",
-            "DEVICE", "SEED"} <= advanced  # fmt: skip
+            "DEVICE", "PRECISION", "SEED"} <= advanced  # fmt: skip
     assert not {"INPUT", "IMAGE_FIELD", "OBJECTIVE", "EPOCHS", "OUTPUT"} & advanced
 
 
