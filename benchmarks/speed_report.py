@@ -116,14 +116,15 @@ def geoclip_lines(result: dict) -> list[str]:
     lines = [
         f"### Per-image localization on GeoCLIP's {g['gallery']:,}-location gallery",
         "",
-        f"A layer of {g['images']} photos (the bundled ones), decoded at the model's input "
-        f"size and encoded in batches of {g['batch_size']}, against the gallery encoded once "
+        f"A layer of {g['images']} photos (the first bundled ones), decoded at the model's "
+        f"input size and encoded in batches of {g['batch_size']}, against the gallery encoded once "
         f"({g['gallery_encoding_once_s']:.1f} s); seconds per image = the layer's time / "
         f"{g['images']} (median of {g['rounds']} rounds, precisions alternating).",
         "",
         "| pipeline | precision | seconds per image | speed-up vs official (target >= 100x) |",
         "| --- | --- | ---: | ---: |",
-        f"| official geoclip `predict` (one image per call, re-encodes the gallery) | fp32 | "
+        f"| official geoclip `predict` (one image per call, re-encodes the gallery; one call "
+        f"timed after a warm-up) | fp32 | "
         f"{g['official_predict_s']:.2f} | 1.0x |",
     ]
     for name, label in (
