@@ -96,7 +96,6 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
-def precision_tag(device: torch.device) -> str:
+def precision_tag(precision: str) -> str:
     """A suffix for cache keys: "" for fp32 (so existing caches stay valid), "-bf16" otherwise."""
-    precision = current_precision(device)
     return "" if precision == "fp32" else f"-{precision}"

@@ -75,7 +75,7 @@ def extract_image_features(
     ``num_workers`` decoding processes: None chooses (:func:`decode_workers`).
     """
     # Features computed in another precision are other numbers: each precision has its own.
-    key = backbone.cache_key + precision_tag(device)
+    key = backbone.cache_key + precision_tag(backbone.feature_precision())
     cache = FeatureCache(cache_dir or default_cache_dir(), key) if use_cache else None
     digests = [file_digest(p) for p in image_paths] if cache else []
     features: list[np.ndarray | None] = (

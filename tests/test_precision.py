@@ -67,8 +67,9 @@ def test_the_scope_sets_what_autocast_does_and_ends_with_it():
 
 
 @pytest.fixture(scope="module")
-def bf16_run(tmp_path_factory):
-    """`swclip train --precision bf16` on the bundled photos and 30 generated scenes."""
+def bf16_run(tmp_path_factory, feature_cache):
+    """`swclip train --precision bf16` on the bundled photos and 30 generated scenes (the photos'
+    features come from the session's cache: swclip-lite's trunk computes in float32 anyway)."""
     from swclip_core.data import read_samples
     from swclip_core.data.synthetic import generate_scenes, load_places, select_places
     from swclip_core.io import write_csv
@@ -78,7 +79,7 @@ def bf16_run(tmp_path_factory):
     scenes = generate_scenes(select_places(places, n=30, seed=0), folder / "scenes", seed=0)
     photos = read_samples(PHOTOS).drop(columns="geometry")
     samples = write_csv(pd.concat([photos, scenes], ignore_index=True), folder / "samples.csv")
-    run, cache = folder / "run", folder / "cache"
+    run, cache = folder / "run", feature_cache
     train = ["train", str(samples), "--out", str(run), "--epochs", "3", "--batch-size", "32"]
     assert main([*train, "--cache-dir", str(cache), "--precision", "bf16"]) == 0
     return samples, run, cache

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from swclip_core.device import current_precision
 from swclip_core.errors import ModelError
 from swclip_core.models import swclip_lite
 
@@ -119,6 +120,11 @@ class Backbone(nn.Module):
             with torch.autocast(kind, enabled=False):
                 return trunk(images.float())
         return trunk(images)
+
+    def feature_precision(self) -> str:
+        """The precision :meth:`image_features` computes in, in the current precision scope."""
+        precision = current_precision(self.logit_scale.device)
+        return "fp32" if self.depthwise_trunk and precision == "bf16" else precision
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings ``(B, embed_dim)``, not normalised."""
