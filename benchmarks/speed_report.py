@@ -17,7 +17,11 @@ def precision_note(result: dict) -> str:
         f"timed in the same rounds, alternating (median of rounds, the range in brackets); "
         f"`--precision auto` picks **{auto}** on this machine. Under bfloat16, swclip-lite's "
         "image trunk computes in float32 (its depthwise convolutions lose too much in bfloat16; "
-        "README, Precision), so its bf16 feature rows time the same float32 trunk. The machine "
+        "README, Precision), so its bf16 feature rows time the same float32 trunk. The accuracy "
+        "tables above were measured in float32, which stays the default on a CPU (`auto` is "
+        "opt-in there); since they were measured, swclip-lite's trunk reads channels-last "
+        "pixels, which gives the same float32 features (cosine 1 - 2e-7, the same nearest "
+        "images), so they still describe the defaults. The machine "
         "was shared with other engineers' jobs: 1-minute load average (2 cores) at the start and "
         f"end of each part: {loads}."
     )
