@@ -22,7 +22,7 @@ from swclip_core.captions import CaptionTemplate, captions_for
 from swclip_core.config import TrainConfig
 from swclip_core.device import autocast, precision_scope, resolve_device, resolve_precision
 from swclip_core.features import decode_workers, extract_image_features
-from swclip_core.io import write_json
+from swclip_core.io import atomic_path, write_json
 from swclip_core.models import create_backbone
 from swclip_core.retrieval import embed_captions, top_k
 from swclip_core.train import train
@@ -372,9 +372,11 @@ def main() -> None:
     json_path, md_path = args.out / "results.json", args.out / "results.md"
     payload = json.loads(json_path.read_text()) if json_path.exists() else {}
     payload["speed"] = result
-    write_json(json_path, payload)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")  # as benchmarks.run writes it
     markdown = md_path.read_text() if md_path.exists() else "# SW-CLIP benchmarks\n"
-    md_path.write_text(replace_section(markdown, "Speed", summarise_speed(result)))
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(replace_section(markdown, "Speed", summarise_speed(result)))
     print(f"wrote the Speed section of {md_path} and {json_path}")
 
 
