@@ -1,4 +1,5 @@
-"""The SPEC Table-1 comparison: all objectives on the same data, backbone, epochs, splits, seeds."""
+"""The Table-1 comparison (docs/method.md, "Metrics"): all objectives on the same data, backbone,
+epochs, splits and seeds."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import geopandas as gpd
 
 from swclip_core.data import read_samples
-from swclip_core.data.synthetic import generate_scenes, load_places, select_places
+from swclip_core.data.places import load_places, select_places
+from swclip_core.data.synthetic import generate_scenes
 from swclip_core.io import write_csv
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """`make bench`: every figure of benchmarks/results.md (and results.json) in one command.
 
-Sections: the SPEC Table-1 comparison of all objectives (closed/open protocols, random/spatial
+Sections: the Table-1 comparison of all objectives (closed/open protocols, random/spatial
 splits, several seeds) on generated scenes at two place lists, on real Landsat patches and on the
 real photos; speed against limits and peers; a small sensitivity sweep of SW-CLIP's settings.
 Nothing here is asserted by a test; every record names its data, split, backbone, seed, machine.
@@ -180,9 +180,10 @@ def main() -> None:
         "- **clip**: fine-tuned on the location captions with CLIP's one-hot InfoNCE: the "
         "paper's 'only location-as-text' ablation, and the baseline SW-CLIP must beat.",
         "- **swclip**: soft labels from the distance-decay kernel, plus neighbourhood consistency "
-        "and regional fairness (SPEC 3-4).",
-        "- **semivariogram**, **geoclip**: the peers of SPEC 5; **image-knn**: nearest training "
-        "images by frozen features; **fused**: swclip's caption retrieval mixed with image-knn.",
+        'and regional fairness (docs/method.md, "SW-CLIP loss").',
+        "- **semivariogram**, **geoclip**: the peers of docs/method.md; **image-knn**: nearest "
+        "training images by frozen features; **fused**: swclip's caption retrieval mixed with "
+        "image-knn.",
         "",
         "## Settings",
         "",
@@ -192,7 +193,7 @@ def main() -> None:
         "",
         *report.verdicts(summary),
         "",
-        "## SPEC Table 1 per data set",
+        "## Table 1 per data set",
     ]
     for d, plot in zip(data, plots, strict=True):
         lines += ["", f"### {d.name}", "", f"![{d.name}](plots/{plot.name})"]
@@ -207,7 +208,8 @@ def main() -> None:
         "How the top-K candidates (K = 5, the default) become one coordinate "
         "(swclip_core.retrieval): `mode` "
         f"averages the heaviest group of candidates within {MODE_RADIUS_M:g} m of one another, "
-        "`weighted` all of them (SPEC 6), `top1` takes the best. The tables above use "
+        '`weighted` all of them (docs/method.md, "Predictions"), `top1` takes the best. '
+        "The tables above use "
         f"`{DEFAULT_METHOD}`, the default of `swclip predict`.",
         "",
         *report.methods_table(method_records),

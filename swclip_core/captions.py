@@ -1,4 +1,4 @@
-"""Location-as-text: the captions that encode a real position (SPEC section 2).
+"""Location-as-text: the captions that encode a real position (docs/method.md, "Captions").
 
 Default output::
 

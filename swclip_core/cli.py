@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="score a trained model on photos with known locations",
-        description="Compute the SPEC Table-1 columns (median/mean error, R@1, Geo-Align, SSI, "
+        description="Compute the Table-1 columns (median/mean error, R@1, Geo-Align, SSI, "
         "City-Align) and the accuracy at 25 m ... 2500 km.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -12,6 +12,8 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .errors import InputError
+
 # Candidate names for auto-detection, in order of preference, compared case-insensitively.
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "id": ("sample_id", "id"),
@@ -70,6 +72,20 @@ def find_column(columns: Iterable[Any], candidates: Sequence[str]) -> Any | None
     for column in columns:
         by_lower.setdefault(str(column).strip().lower(), column)
     return next((by_lower[c] for c in candidates if c in by_lower), None)
+
+
+def resolve_column(
+    columns: Iterable[Any], explicit: str | None, candidates: Sequence[str], *, not_found: str
+) -> Any | None:
+    """The column ``explicit`` names when given (InputError ``not_found`` when there is none),
+    else the first of ``candidates`` present (None when none is)."""
+    columns = list(columns)
+    if explicit is None:
+        return find_column(columns, candidates)
+    match = match_column(columns, explicit)
+    if match is None:
+        raise InputError(not_found)
+    return match
 
 
 def clean_text(value: Any) -> str | None:

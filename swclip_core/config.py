@@ -46,7 +46,8 @@ AUTO_SCALE_RULE = (
 
 @dataclass
 class SpatialKernel:
-    """Distance-decay kernel that turns geodesic distances into soft labels (SPEC section 3)."""
+    """Distance-decay kernel that turns geodesic distances into soft labels
+    (docs/method.md, "Spatial weights")."""
 
     # None: set when training starts from the training locations' spacing (train.resolve_kernel);
     # the run's config.json records the value used.

@@ -1,9 +1,9 @@
 """``swclip demo``: the whole workflow on bundled data, offline, on a CPU in a few minutes.
 
 Part 1 trains SW-CLIP and the plain CLIP baseline on the same split of synthetic street scenes drawn
-at real Isle of Man addresses (OpenStreetMap, ODbL) and prints the SPEC Table-1 columns side by
-side. The scenes are procedurally generated, not photographs; the output says so wherever they
-appear.
+at real Isle of Man addresses (OpenStreetMap, ODbL) and prints the Table-1 columns
+(docs/method.md, "Metrics") side by side. The scenes are procedurally generated, not photographs;
+the output says so wherever they appear.
 Part 2 trains and localizes on the bundled real geo-tagged photos (Lund and Panoramax test images).
 """
 
@@ -16,8 +16,9 @@ import pandas as pd
 from .api import load_model, zero_shot_model
 from .config import TrainConfig
 from .data import read_samples
+from .data.places import demo_places
 from .data.splits import random_split
-from .data.synthetic import demo_places, generate_scenes
+from .data.synthetic import generate_scenes
 from .evaluate import TABLE1_COLUMNS, Evaluation, evaluate
 from .io import write_csv, write_json
 from .outputs import render_error_map, write_predictions_gpkg

@@ -1,6 +1,6 @@
-"""Localize a set of images and score it with the SPEC section 7 metrics (Table-1 columns).
+"""Localize a set of images and score it (docs/method.md, "Metrics"; the Table-1 columns).
 
-Protocols (SPEC section 8):
+Protocols (docs/method.md, "Protocols"):
 - ``closed``: the gallery is the evaluated samples' own captions, so R@1 and Geo-Align are defined;
 - ``open``: the gallery comes from elsewhere (by default the training locations); errors only.
 SSI and City-Align are computed on the image embeddings, the ones a query is localized with.
@@ -261,7 +261,8 @@ def location_scores(
 
 
 def embedding_metrics(image_emb: torch.Tensor, samples: pd.DataFrame) -> dict[str, float]:
-    """SSI and City-Align of the embeddings a query is localized with (SPEC section 7).
+    """SSI and City-Align of the embeddings a query is localized with
+    (docs/method.md, "Metrics").
 
     Both need neighbours: NaN for a single sample.
     """

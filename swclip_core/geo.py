@@ -1,4 +1,5 @@
-"""Geodesy: great-circle distances, CRS transforms and unit-sphere vectors (SPEC section 1).
+"""Geodesy: great-circle distances, CRS transforms and unit-sphere vectors (docs/method.md,
+"Geometry").
 
 Distances work on numpy arrays and on torch tensors alike, so the same function serves the metrics
 (numpy) and the differentiable spatial weights of the losses (torch). Torch is never imported here:

@@ -1,4 +1,5 @@
-"""The ``image-knn`` peer (SPEC section 5) and its fusion with caption retrieval.
+"""The ``image-knn`` peer (docs/method.md, "Peers") and its fusion with caption retrieval
+(docs/method.md, "Fusion").
 
 image-kNN is the classic visual-place-recognition baseline: no training; the gallery is the
 training images' frozen backbone features (L2-normalised, cosine similarity), and a query takes the
@@ -80,7 +81,8 @@ class KnnLocalizer:
         temperature: float = KNN_TEMPERATURE,
         mode_radius_m: float = MODE_RADIUS_M,
     ) -> Predictions:
-        """Predictions for normalised query features: top-K training images, then SPEC 6."""
+        """Predictions for normalised query features: top-K training images, then the rules of
+        docs/method.md, "Predictions"."""
         return localize(
             queries,
             self.features,

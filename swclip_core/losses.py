@@ -1,4 +1,5 @@
-"""Spatial weights, soft labels and the SW-CLIP objectives (SPEC sections 3 and 4).
+"""Spatial weights, soft labels and the SW-CLIP objectives
+(docs/method.md, "Spatial weights" and "SW-CLIP loss").
 
 Conventions: ``logits`` is (B, B) with row i = image i and column j = text j. Code tensors
 (street, city, region) are integer tensors where -1 means unknown and is never equal to anything.
@@ -47,7 +48,7 @@ def spatial_weights(
     street_bonus: float = 0.0,
     city_bonus: float = 0.0,
 ) -> torch.Tensor:
-    """Pairwise spatial weights of a batch (SPEC 3).
+    """Pairwise spatial weights of a batch (docs/method.md, "Spatial weights").
 
     ``w_ij = k(d_ij) + street_bonus·[s_i = s_j ≠ −1] + city_bonus·[c_i = c_j ≠ −1]``, where
     ``k(d) = exp(−d/scale_m)`` (exponential) or ``exp(−d²/(2·scale_m²))`` (gaussian), and 0 where

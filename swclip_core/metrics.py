@@ -1,5 +1,5 @@
-"""Evaluation metrics (SPEC section 7): geolocation errors, R@K, Geo-Align, SSI, City-Align and
-regional fairness.
+"""Evaluation metrics (docs/method.md, "Metrics"): geolocation errors, R@K, Geo-Align, SSI,
+City-Align and regional fairness.
 
 Inputs are numpy arrays (torch tensors and pandas Series are converted); outputs are floats,
 dicts and DataFrames. Neighbourhoods break ties by lower index first (stable sorts), so every figure

@@ -1,8 +1,9 @@
-"""Localization as retrieval (SPEC section 6): embed a gallery of location captions, take the top-K.
+"""Localization as retrieval (docs/method.md, "Predictions"): embed a gallery of location captions,
+take the top-K.
 
 Predictions are the best entry's coordinate (``top1``), a softmax-weighted mean of the top-K
-entries on the unit sphere (``weighted``, SPEC 6), or that mean taken over the heaviest group of
-nearby entries only (``mode``). ``weighted`` is what the SPEC defines; when the top-K sit in
+entries on the unit sphere (``weighted``), or that mean taken over the heaviest group of
+nearby entries only (``mode``). ``weighted`` is the classic rule; when the top-K sit in
 far-apart towns its mean falls between them (in the sea, between islands), a place none of the
 candidates is. ``mode`` seeks the densest candidate location instead: every entry's mass is the
 softmax weight of the entries within ``mode_radius_m`` of it, the heaviest entry wins and the
@@ -212,7 +213,7 @@ def predict_locations(
     temperature: float = 0.05,
     mode_radius_m: float = MODE_RADIUS_M,
 ) -> Predictions:
-    """Coordinates from top-K retrieval results (SPEC section 6; ``mode`` in the module doc)."""
+    """Coordinates from top-K retrieval results (docs/method.md, "Predictions")."""
     if method not in METHODS:
         raise InputError(f"unknown prediction method {method!r}; choose one of {METHODS}")
     if method == "mode" and not mode_radius_m > 0:  # else no entry is near even itself: NaN

@@ -1,9 +1,10 @@
-"""The ``semivariogram`` peer objective (SPEC section 5): geostatistics on embedding space.
+"""The ``semivariogram`` objective (docs/method.md, "Semivariogram objective"): geostatistics on
+embedding space.
 
 Idea from Chen, Wang, Deuser, Zollner & Werner, "Enhancing Contrastive Learning for
 Geolocalization by Discovering Hard Negatives on Semivariograms" (SIGSPATIAL 2025,
-arXiv:2509.21573), the "spatially regularized contrastive learning with a semivariogram" of SPEC
-section 5: fit how embedding dissimilarity grows with geodesic distance, then use the fitted curve
+arXiv:2509.21573), "spatially regularized contrastive learning with a semivariogram": fit how
+embedding dissimilarity grows with geodesic distance, then use the fitted curve
 γ(d) as the expected dissimilarity of a pair at distance d to spot false negatives (near pairs)
 and hard negatives (far pairs that look alike). The formulas below are this module's own.
 

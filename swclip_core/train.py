@@ -1,4 +1,5 @@
-"""Training: SW-CLIP (SPEC section 4) and the plain CLIP baseline, on the CPU or a GPU.
+"""Training: SW-CLIP (docs/method.md, "SW-CLIP loss") and the plain CLIP baseline, on the CPU or
+a GPU.
 
 Two modes share one loop:
 - ``cached``: the image tower is frozen, its features are computed once (and cached on disk); the
@@ -48,7 +49,7 @@ FEATURE_SHARE = 0.2  # share of the overall progress given to feature extraction
 
 
 def category_codes(values: pd.Series | None, n: int) -> torch.Tensor:
-    """Integer codes for a label column, −1 for missing (SPEC: −1 never equals anything)."""
+    """Integer codes for a label column, −1 for missing (−1 never equals anything)."""
     if values is None:
         return torch.full((n,), -1, dtype=torch.long)
     codes, _ = pd.factorize(values.map(clean_text), use_na_sentinel=True)
@@ -56,7 +57,7 @@ def category_codes(values: pd.Series | None, n: int) -> torch.Tensor:
 
 
 def similarity_logits(backbone: Backbone, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
-    """``logit_scale · normalize(img) @ normalize(txt).T`` (SPEC section 4)."""
+    """``logit_scale · normalize(img) @ normalize(txt).T`` (docs/method.md, "Training")."""
     scale = backbone.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
     return scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
 

@@ -1,7 +1,7 @@
 """JSON-lines entry point that the QGIS plugin drives: ``python -m swclip_core.worker``.
 
-The plugin never imports torch into QGIS (DESIGN.md); it starts this module in the backend Python
-instead and talks to it through pipes:
+The plugin never imports torch into QGIS (README.md, "The QGIS plugin"); it starts this module in
+the backend Python instead and talks to it through pipes:
 
 - stdin: ONE JSON request, ``{"command": "train", "args": ["points.gpkg", "--out", "run"]}``.
   ``command`` and ``args`` are exactly what ``swclip COMMAND ARGS...`` takes, parsed by the same

@@ -1,7 +1,7 @@
 """Find the backend Python that runs ``swclip_core`` outside QGIS's own interpreter.
 
-torch and its dependencies are never imported into QGIS (see DESIGN.md): the plugin drives a
-separate Python instead. This module decides which one, in this order:
+torch and its dependencies are never imported into QGIS (see README.md, "The QGIS plugin"): the
+plugin drives a separate Python instead. This module decides which one, in this order:
 
 1. the QGIS setting ``swclip/backend_python``;
 2. the environment variable ``SWCLIP_PYTHON``;

@@ -1,5 +1,5 @@
-"""Location-as-text captions: the SPEC example verbatim, missing fields left out, configurable and
-JSON-serialisable templates, actionable errors for bad coordinates."""
+"""Location-as-text captions: the example of docs/method.md verbatim, missing fields left out,
+configurable and JSON-serialisable templates, actionable errors for bad coordinates."""
 
 import dataclasses
 import json
@@ -24,7 +24,8 @@ MISSING = [None, math.nan, np.nan, np.float32("nan"), pd.NA, "", "   ", "None", 
 
 
 def reference_caption(lat, lon, street=None, city=None, country=None, precision=5):
-    """Straight from SPEC 2: present fields as 'Label: value', then the coordinates."""
+    """Straight from docs/method.md, "Captions": present fields as 'Label: value', then the
+    coordinates."""
     parts = []
     for label, value in (("Street", street), ("City", city), ("Country", country)):
         if isinstance(value, str) and value.strip() and value not in ("None", "nan"):

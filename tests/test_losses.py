@@ -1,5 +1,6 @@
-"""Spatial weights and every SW-CLIP loss against straightforward loop implementations of the SPEC
-formulas (sections 3-4), plus the special cases and gradient flow."""
+"""Spatial weights and every SW-CLIP loss against straightforward loop implementations of the
+formulas of docs/method.md ("Spatial weights", "SW-CLIP loss"), plus the special cases and
+gradient flow."""
 
 import math
 
@@ -22,7 +23,7 @@ R = 6_371_008.8
 B = 9
 
 
-# ---- reference implementations: plain Python loops straight from the SPEC text ----
+# ---- reference implementations: plain Python loops straight from docs/method.md ----
 
 
 def ref_haversine(lat1, lon1, lat2, lon2):

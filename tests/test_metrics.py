@@ -1,5 +1,5 @@
-"""Metrics (SPEC 7) against loop implementations written from the SPEC text, on seeded random data
-and on hand-made cases with ties."""
+"""Metrics (docs/method.md, "Metrics") against loop implementations written from its text, on
+seeded random data and on hand-made cases with ties."""
 
 import math
 

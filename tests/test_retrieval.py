@@ -1,4 +1,4 @@
-"""Retrieval and predictions (SPEC section 6) against direct computations."""
+"""Retrieval and predictions (docs/method.md, "Predictions") against direct computations."""
 
 from __future__ import annotations
 

@@ -12,16 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from swclip_core.data.synthetic import (
-    BUNDLED_PLACES,
-    SYNTHETIC_MARKER,
-    demo_places,
-    generate_scenes,
-    load_places,
-    local_field,
-    render_scene,
-    select_places,
-)
+from swclip_core.data.places import BUNDLED_PLACES, demo_places, load_places, select_places
+from swclip_core.data.scenes import SYNTHETIC_MARKER, local_field, render_scene
+from swclip_core.data.synthetic import generate_scenes
 from swclip_core.errors import InputError
 
 SMALL = (128, 96)

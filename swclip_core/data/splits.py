@@ -2,9 +2,9 @@
 
 A random split lets a test image's near neighbours (same street, same corner) sit in the training
 set, which flatters any method that memorises places. The spatial block split holds out whole grid
-cells instead, so every training sample is at least in another cell than every test sample (SPEC.md
-section 8). Both return sorted ``int64`` index arrays that are disjoint and together cover all
-samples.
+cells instead, so every training sample is at least in another cell than every test sample
+(docs/method.md, "Protocols"). Both return sorted ``int64`` index arrays that are disjoint and
+together cover all samples.
 """
 
 from __future__ import annotations

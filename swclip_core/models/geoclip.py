@@ -1,4 +1,5 @@
-"""GeoCLIP's location encoder and a GeoCLIP-style model on SW-CLIP backbones (SPEC section 5).
+"""GeoCLIP's location encoder and a GeoCLIP-style model on SW-CLIP backbones
+(docs/method.md, "Peers").
 
 Facts from the GeoCLIP paper (Vivanco Cepeda, Nayak, Shah, NeurIPS 2023, arXiv 2309.16020) and the
 MIT-licensed PyPI package ``geoclip`` 1.3.0, whose shipped location-encoder weights are loaded here:

@@ -1,4 +1,4 @@
-"""The GeoCLIP peer objective (SPEC section 5), trained in cached-feature mode.
+"""The GeoCLIP peer objective (docs/method.md, "Peers"), trained in cached-feature mode.
 
 Each step matches the batch's image embeddings against location embeddings of
 ``[batch GPS + Gaussian noise; GPS queue]`` with a one-directional InfoNCE (image -> location),

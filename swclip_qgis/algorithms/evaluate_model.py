@@ -1,4 +1,4 @@
-"""``swclip:evaluate``: the SPEC Table-1 figures of a model on photos with known positions."""
+"""``swclip:evaluate``: the Table-1 figures of a model on photos with known positions."""
 
 from __future__ import annotations
 
