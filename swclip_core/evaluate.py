@@ -24,13 +24,14 @@ from .device import autocast, current_precision
 from .errors import InputError
 from .features import extract_image_features
 from .geo import haversine_m, pairwise_haversine_m
-from .io import ProgressFn
+from .io import ProgressFn, progress_span
 from .knn import KNN_TEMPERATURE, KNN_WEIGHT, KnnLocalizer, fuse_predictions
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
 from .retrieval import Gallery, build_gallery, localize
 from .runs import caption_template
 
 PROTOCOLS = ("closed", "open")
+EMBED_SHARE = 0.8  # share of the progress given to the photos' features; retrieval the rest
 TABLE1_COLUMNS = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
 
 
@@ -155,9 +156,10 @@ def evaluate(
         device=device,
         trunk_finetuned=config.mode == "finetune",
         cache_dir=cache_dir,
-        progress=progress,
+        progress=progress_span(progress, 0.0, EMBED_SHARE),
         cancel=cancel,
     )
+    _stage(progress, EMBED_SHARE, f"localizing {len(samples):,} photos")
     if protocol == "closed":
         own_table = caption_table(samples, template)
         gallery = build_gallery(
@@ -204,6 +206,7 @@ def evaluate(
             knn_weight=knn_weight,
             **rule,
         )
+    _stage(progress, 0.95, f"localized {len(samples):,} photos; scoring")
     errors, summary = location_scores(pred, samples, image_emb, figures=figures)
     rank = np.full(len(samples), -1)
     if protocol == "closed":
@@ -318,6 +321,12 @@ def prediction_table(
             "region": samples.get("region"),
         }
     )
+
+
+def _stage(progress: ProgressFn | None, fraction: float, message: str) -> None:
+    """Report the start of a stage that has no finer progress of its own."""
+    if progress is not None:
+        progress(fraction, message)
 
 
 def _evaluate_image_knn(

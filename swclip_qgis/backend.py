@@ -108,10 +108,17 @@ def child_environment() -> dict[str, str]:
     """
     env = dict(os.environ)
     env.pop("PYTHONHOME", None)
-    # QGIS's own PYTHONPATH (its plugins, its site-packages) must not shadow the backend's.
-    env.pop("PYTHONPATH", None)
+    # QGIS's own PYTHONPATH (its plugins, its site-packages) must not shadow the backend's; the
+    # swclip_core that came with this plugin goes first, so plugin and worker always speak the
+    # same protocol (in a source checkout: the checkout's own code, not another install's).
+    env.update(backend_path_variables())
     env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", TQDM_DISABLE="1")
     return env
+
+
+def backend_path_variables() -> dict[str, str]:
+    """The environment variables the backend needs beyond its interpreter (``PYTHONPATH``)."""
+    return {"PYTHONPATH": str(bundle_root())}
 
 
 def probe(python: str, timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:

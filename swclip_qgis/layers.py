@@ -80,13 +80,14 @@ def export_points(
     *,
     base_dir: Path | None = None,
     feedback: QgsFeedback | None = None,
+    progress_share: float = 100.0,
 ) -> ExportReport:
     """Write ``source``'s points to a GeoPackage the worker reads, in the source's own CRS.
 
     Columns: ``sample_id`` (the feature id, to join results back), ``image_path`` (absolute) and
     those of :data:`LABEL_FIELDS` the source has (matched case-insensitively). Features without a
     geometry or an image path are left out and listed in the report; the first part of a
-    multipoint is used.
+    multipoint is used. The export fills the first ``progress_share`` percent of the progress.
     """
     source_fields = source.fields()
     if source_fields.indexOf(image_field) < 0:
@@ -123,7 +124,7 @@ def export_points(
         if feedback is not None:
             if feedback.isCanceled():
                 break
-            feedback.setProgress(100.0 * number / total)
+            feedback.setProgress(progress_share * number / total)
         geometry = feature.geometry()
         if geometry is None or geometry.isEmpty():
             report.skipped.append((feature.id(), "no geometry"))

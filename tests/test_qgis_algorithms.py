@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,7 @@ class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self, cancel_at_message: str | None = None) -> None:
         super().__init__()
         self.infos: list[str] = []
+        self.commands: list[str] = []
         self.progress: list[float] = []
         self.cancel_at_message = cancel_at_message
         self.cancelled_at: float | None = None
@@ -67,6 +69,9 @@ class RecordingFeedback(QgsProcessingFeedback):
 
     def pushInfo(self, info: str) -> None:
         self.infos.append(info)
+
+    def pushCommandInfo(self, info: str) -> None:
+        self.commands.append(info)
 
     def setProgressText(self, text: str) -> None:
         # The runner passes the worker's progress messages ("epoch 3/500") through here.
@@ -256,6 +261,34 @@ def test_train_then_localize_matches_the_cli(provider, photo_layer, trained, tmp
         assert plugin[image]["error_m"] == pytest.approx(row["error_m"], abs=0.5), image
 
     render_outputs(points, lines, source)
+
+
+@pytest.mark.slow
+def test_the_logged_command_reproduces_the_run_and_progress_only_rises(
+    provider, photo_layer, trained, tmp_path
+) -> None:
+    import processing
+
+    feedback = RecordingFeedback()
+    results = processing.run(
+        "swclip:localizelayer",
+        {"INPUT": layer_uri(photo_layer), "IMAGE_FIELD": "photo", "MODEL": str(trained),
+         "OUTPUT_POINTS": str(tmp_path / "points.gpkg"), "OUTPUT_LINES": "TEMPORARY_OUTPUT"},
+        feedback=feedback,
+    )  # fmt: skip
+    assert feedback.progress == sorted(feedback.progress)
+    assert feedback.progress[0] < 10.0 and feedback.progress[-1] > 95.0
+    [command] = feedback.commands
+    out = Path(shlex.split(command)[shlex.split(command).index("--out") + 1])
+    plugin = features_by_image(QgsVectorLayer(results["OUTPUT_POINTS"], "points", "ogr"))
+    out.unlink()
+    subprocess.run(["bash", "-c", command], check=True, capture_output=True, timeout=300)
+    again = features_by_image(QgsVectorLayer(f"{out}|layername=predicted_points", "a", "ogr"))
+    assert set(again) == set(plugin)
+    for image, row in again.items():
+        assert (plugin[image]["pred_lat"], plugin[image]["pred_lon"]) == pytest.approx(
+            (row["pred_lat"], row["pred_lon"]), abs=1e-9
+        )
 
 
 def render_outputs(points: QgsVectorLayer, lines: QgsVectorLayer, source: QgsVectorLayer) -> None:

@@ -32,9 +32,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..backend import BackendNotFound, plugin_dir
+from ..backend import BackendNotFound, find_backend, plugin_dir
 from ..layers import apply_style, export_points, layer_file_dir, move_to_group
-from ..runner import WorkerFailed, run_worker
+from ..runner import WorkerFailed, command_line, run_worker
 
 # swclip_core.config.METHODS (QGIS must not import the backend); a test keeps them equal.
 RETRIEVAL_METHODS = ("mode", "weighted", "top1")
@@ -43,6 +43,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # swclip_core.config.PRECISIONS after "default" (no --precision: auto on a GPU, fp32 on a CPU); a
 # test keeps them equal.
 PRECISIONS = ("default", "auto", "fp32", "bf16", "fp16")
+# The share of a run's progress bar given to exporting the input; the backend fills the rest.
+EXPORT_SHARE = 5.0
+BACKEND_SPAN = (EXPORT_SHARE, 100.0)
 # Processing keeps only a pointer to a layer post-processor and runs a CLONE of the algorithm
 # (QgsProcessingAlgorithm::run), deleted before the results are loaded: the post-processors must
 # outlive it. The most recent ones are kept here; a run loads its outputs long before 100 more.
@@ -297,6 +300,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 folder / "samples.gpkg",
                 base_dir=layer_file_dir(layer),
                 feedback=feedback,
+                progress_share=EXPORT_SHARE,
             )
         except (ValueError, OSError) as error:
             raise QgsProcessingException(str(error)) from None
@@ -341,14 +345,24 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         return f"SW-CLIP {Path(model).name}" if model else "SW-CLIP"
 
     def run_backend(
-        self, command: str, args: list[Any], feedback: QgsProcessingFeedback
+        self,
+        command: str,
+        args: list[Any],
+        feedback: QgsProcessingFeedback,
+        progress_span: tuple[float, float] = BACKEND_SPAN,
     ) -> dict[str, Any]:
-        """Run ``swclip COMMAND ARGS`` in the backend; failures become QgsProcessingException."""
-        feedback.pushInfo(self.tr("Backend: swclip {} ...").format(command))
+        """Run ``swclip COMMAND ARGS`` in the backend; failures become QgsProcessingException.
+
+        The log gets the command line that reproduces the run in a shell.
+        """
         try:
-            return run_worker(command, args, feedback)
+            python = find_backend().python
         except BackendNotFound as error:
             raise QgsProcessingException(str(error)) from None
+        feedback.pushInfo(self.tr("Backend command (runs the same in a shell):"))
+        feedback.pushCommandInfo(command_line(python, command, args))
+        try:
+            return run_worker(command, args, feedback, python=python, progress_span=progress_span)
         except WorkerFailed as error:
             if error.cancelled:
                 raise QgsProcessingException(self.tr("Cancelled; no output was written.")) from None

@@ -23,7 +23,7 @@ from qgis.core import (
 from ..files import staged
 from ..layers import load_gpkg_layer
 from ..vector_io import copy_transformed, export_layer
-from .base import SwclipAlgorithm
+from .base import EXPORT_SHARE, SwclipAlgorithm
 
 # (label, worker option, geometry the layer must hold)
 SOURCES = (
@@ -154,7 +154,9 @@ class BuildGalleryAlgorithm(SwclipAlgorithm):
         else:
             exported = folder / "source.gpkg"
             try:
-                count = export_layer(source, exported, "source", feedback=feedback)
+                count = export_layer(
+                    source, exported, "source", feedback=feedback, progress_share=EXPORT_SHARE
+                )
             except OSError as error:
                 raise QgsProcessingException(str(error)) from None
             if count == 0:

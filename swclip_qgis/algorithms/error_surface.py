@@ -14,7 +14,7 @@ from qgis.core import (
 
 from ..layers import crs_argument
 from ..vector_io import export_layer
-from .base import SwclipAlgorithm
+from .base import EXPORT_SHARE, SwclipAlgorithm
 
 REQUIRED = ("true_lat", "true_lon", "error_m")
 
@@ -71,7 +71,9 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
             )
         exported = self.work_dir() / "predictions.gpkg"
         try:
-            export_layer(source, exported, "predictions", feedback=feedback)
+            export_layer(
+                source, exported, "predictions", feedback=feedback, progress_share=EXPORT_SHARE
+            )
         except OSError as error:
             raise QgsProcessingException(str(error)) from None
         power = self.parameterAsDouble(parameters, self.POWER, context)
