@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Protocol
 
-from .backend import backend_path_variables, child_environment, find_backend
+from .backend import backend_variables, child_environment, find_backend
 
 WORKER_MODULE = "swclip_core.worker"
 POLL_INTERVAL_S = 0.1
@@ -161,7 +161,7 @@ def describe_exit(returncode: int | None) -> str:
 def command_line(python: str, command: str, args: Sequence[Any]) -> str:
     """The shell command that runs the same request outside QGIS (``swclip`` with ``python``)."""
     argv = [python, "-m", "swclip_core.cli", command, *(str(a) for a in args)]
-    variables = backend_path_variables()
+    variables = backend_variables()
     if os.name == "nt":
         sets = "".join(f'set "{k}={v}" && ' for k, v in variables.items())
         return sets + subprocess.list2cmdline(argv)

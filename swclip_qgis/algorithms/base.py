@@ -6,6 +6,7 @@ Every algorithm is QGIS glue around one ``swclip`` command run by the worker in 
 
 from __future__ import annotations
 
+import configparser
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -33,7 +34,16 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..backend import BackendNotFound, find_backend, plugin_dir
-from ..layers import apply_style, export_points, layer_file_dir, move_to_group
+from ..layers import (
+    apply_style,
+    check_image_field,
+    export_points,
+    group_of,
+    guess_image_field,
+    layer_file_dir,
+    new_group,
+    place_in_group,
+)
 from ..runner import WorkerFailed, command_line, run_worker
 
 # swclip_core.config.METHODS (QGIS must not import the backend); a test keeps them equal.
@@ -52,17 +62,45 @@ BACKEND_SPAN = (EXPORT_SHARE, 100.0)
 _LIVE_POST_PROCESSORS: deque = deque(maxlen=100)
 
 
+HELP_ANCHOR = "#the-qgis-plugin"  # README.md's section on the plugin
+
+
+def help_url() -> str:
+    """The README section on the plugin, at the homepage named in the plugin's metadata."""
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(plugin_dir() / "metadata.txt", encoding="utf-8")
+    homepage = metadata.get("general", "homepage", fallback="").strip()
+    return homepage + HELP_ANCHOR if homepage else ""
+
+
+class OutputGroup:
+    """The layer tree group that one run's outputs share: the group of the layer
+    ``follow_layer_id`` (the predictions they were made from) when that is in one, else a new
+    group ``name`` at the top, created when the first output is loaded."""
+
+    def __init__(self, name: str, follow_layer_id: str | None = None) -> None:
+        self.name = name
+        self.follow_layer_id = follow_layer_id
+        self._group = None
+
+    def resolve(self, project: Any):
+        if self._group is None:
+            self._group = group_of(project, self.follow_layer_id) or new_group(project, self.name)
+        return self._group
+
+
 class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
-    """Styles an output layer once Processing has loaded it, and puts it in the run's group.
+    """Styles an output layer once Processing has loaded it and puts it in its run's group,
+    polygons below points and lines (:func:`~swclip_qgis.layers.place_in_group`).
 
     Processing keeps only a pointer to a post-processor, so the Python object is kept alive in
     ``_LIVE_POST_PROCESSORS``.
     """
 
-    def __init__(self, style_name: str, group_name: str) -> None:
+    def __init__(self, style_name: str, group: OutputGroup) -> None:
         super().__init__()
         self.style_name = style_name
-        self.group_name = group_name
+        self.group = group
 
     def postProcessLayer(
         self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -70,8 +108,9 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
         if layer is None:
             return
         apply_style(layer, self.style_name)
-        if context.project() is not None and self.group_name:
-            move_to_group(context.project(), layer, self.group_name)
+        project = context.project()
+        if project is not None:
+            place_in_group(project, layer, self.group.resolve(project))
 
 
 class SwclipAlgorithm(QgsProcessingAlgorithm):
@@ -124,6 +163,12 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(plugin_dir() / "icon.svg"))
 
+    def svgIconPath(self) -> str:
+        return str(plugin_dir() / "icon.svg")
+
+    def helpUrl(self) -> str:
+        return help_url()
+
     # --- parameter factories -------------------------------------------------------------------
 
     def add_advanced(self, parameter: QgsProcessingParameterDefinition) -> None:
@@ -163,9 +208,10 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(
                 self.IMAGE_FIELD,
-                self.tr("Image path field"),
+                self.tr("Image path field (empty: the field whose values are image files)"),
                 parentLayerParameterName=self.INPUT,
                 type=QgsProcessingParameterField.String,
+                optional=True,
             )
         )
 
@@ -291,14 +337,22 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        base_dir = layer_file_dir(self.parameterAsVectorLayer(parameters, self.INPUT, context))
         image_field = self.parameterAsString(parameters, self.IMAGE_FIELD, context)
-        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        if not image_field:
+            image_field = guess_image_field(source, base_dir)
+            if image_field is None:
+                raise QgsProcessingException(
+                    self.tr("The input layer has no text field of image paths.")
+                )
+            feedback.pushInfo(self.tr("Image path field: {}").format(image_field))
         try:
+            check_image_field(source, image_field, base_dir)
             report = export_points(
                 source,
                 image_field,
                 folder / "samples.gpkg",
-                base_dir=layer_file_dir(layer),
+                base_dir=base_dir,
                 feedback=feedback,
                 progress_share=EXPORT_SHARE,
             )
@@ -315,6 +369,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 report.written, len(report.skipped)
             )
         )
+        self.export_report = report
         return report.path, source.sourceCrs()
 
     def input_args(self, samples: Path) -> list[str]:
@@ -336,6 +391,17 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     def gallery_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
         gallery = self.parameterAsFile(parameters, self.GALLERY, context)
         return ["--gallery", gallery] if gallery else []
+
+    def output_group(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, *, follow_input: bool
+    ) -> OutputGroup:
+        """The group of this run's outputs: the run name when one is given; else, with
+        ``follow_input``, the input layer's group (the predictions' run), else a new group."""
+        follow = None
+        if follow_input and not self.parameterAsString(parameters, self.RUN_NAME, context).strip():
+            layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+            follow = layer.id() if layer is not None else None
+        return OutputGroup(self.run_name(parameters, context), follow)
 
     def run_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
         name = self.parameterAsString(parameters, self.RUN_NAME, context).strip()
@@ -387,11 +453,11 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         return dest_id
 
     def style_when_loaded(
-        self, context: QgsProcessingContext, dest_id: str, style_name: str, group_name: str
+        self, context: QgsProcessingContext, dest_id: str, style_name: str, group: OutputGroup
     ) -> None:
-        """Style the output ``dest_id`` and group it once Processing loads it into the project."""
+        """Style the output ``dest_id`` and put it in ``group`` once Processing loads it."""
         if not context.willLoadLayerOnCompletion(dest_id):
             return
-        processor = StyleOnLoad(style_name, group_name)
+        processor = StyleOnLoad(style_name, group)
         _LIVE_POST_PROCESSORS.append(processor)
         context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)

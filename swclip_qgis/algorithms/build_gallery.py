@@ -187,6 +187,6 @@ class BuildGalleryAlgorithm(SwclipAlgorithm):
         count = copy_transformed(layer, sink, crs, context)
         feedback.pushInfo(self.tr("{} gallery locations").format(count))
         if context.willLoadLayerOnCompletion(dest_id):
-            group = self.run_name(parameters, context)
+            group = self.output_group(parameters, context, follow_input=False)
             self.style_when_loaded(context, dest_id, GALLERY_LAYER, group)
         return {self.OUTPUT: dest_id, self.GALLERY_FILE: str(gallery_file)}

@@ -17,6 +17,7 @@ from ..vector_io import export_layer
 from .base import EXPORT_SHARE, SwclipAlgorithm
 
 REQUIRED = ("true_lat", "true_lon", "error_m")
+STYLE = "error_surface"
 
 
 class ErrorSurfaceAlgorithm(SwclipAlgorithm):
@@ -33,7 +34,8 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
         "true_lat, true_lon, error_m). Each cell is the inverse-distance-weighted mean "
         "(weights 1/d^power) of the errors of its 12 nearest photos; cells farther than the "
         "maximum distance from every photo are nodata. The raster is in the predictions "
-        "layer's CRS when it is projected in metres, else in the local UTM zone.\n\n"
+        "layer's CRS when it is projected in metres, else in the local UTM zone. It is styled "
+        "in the classes of the predicted points and joins the predictions' layer group.\n\n"
         "Cell size 0 and maximum distance 0 mean automatic: a quarter of, and three times, the "
         "median spacing between photos."
     )
@@ -85,4 +87,6 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
                 args += [option, value]
         out.parent.mkdir(parents=True, exist_ok=True)
         self.run_backend("surface", args, feedback)
+        group = self.output_group(parameters, context, follow_input=True)
+        self.style_when_loaded(context, str(out), STYLE, group)
         return {self.OUTPUT: str(out)}
