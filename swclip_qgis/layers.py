@@ -284,16 +284,17 @@ def drawing_rank(layer: QgsMapLayer) -> int:
 
 
 def place_in_group(project: QgsProject, layer: QgsMapLayer, group: QgsLayerTreeGroup) -> None:
-    """Put ``layer`` (added to the project or not) in ``group`` above every layer of a higher
-    :func:`drawing_rank` (main thread only)."""
+    """Put ``layer`` (added to the project or not) in ``group`` below the layers that draw above
+    it by :func:`drawing_rank` (main thread only)."""
     node = project.layerTreeRoot().findLayer(layer.id())
     rank = drawing_rank(layer)
-    index = len(group.children())
+    # Just below the lowest layer that draws above it (or of its kind): the group's order holds
+    # even when QGIS put someone else's layer at its top (the layer panel's insertion point).
+    index = 0
     for position, child in enumerate(group.children()):
         other = child.layer() if isinstance(child, QgsLayerTreeLayer) else None
-        if other is not None and child is not node and drawing_rank(other) > rank:
-            index = position
-            break
+        if other is not None and child is not node and drawing_rank(other) <= rank:
+            index = position + 1
     if node is None:
         project.addMapLayer(layer, False)
         group.insertLayer(index, layer)

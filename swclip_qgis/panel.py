@@ -256,6 +256,7 @@ class SwclipDock(QDockWidget):
         self.set_busy(False)
         if not ok:
             self.progress_bar.setValue(0)
+        feedback.progressTextChanged.disconnect(self.show_stage)
         if ok:
             from processing.gui.Postprocessing import handleAlgorithmResults
 

@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
     QgsProject,
+    QgsRasterLayer,
     QgsRectangle,
     QgsSettings,
     QgsVectorLayer,
@@ -186,13 +187,21 @@ def test_dock_localizes_then_results_share_one_group_polygons_at_the_bottom(
     processing.runAndLoadResults(
         "swclip:errorlines", {"INPUT": points, "OUTPUT": "TEMPORARY_OUTPUT"}
     )
+    processing.runAndLoadResults(
+        "swclip:errorsurface", {"INPUT": points, "OUTPUT": "TEMPORARY_OUTPUT"}
+    )
     assert [g.name() for g in groups(project) if g.name() not in before] == [group.name()]
-    kinds = [n.layer().geometryType() for n in group.children()]
-    assert kinds[-1] == QgsWkbTypes.PolygonGeometry
+    layers = [n.layer() for n in group.children()]
+    kinds = [
+        "raster" if isinstance(layer, QgsRasterLayer) else layer.geometryType() for layer in layers
+    ]
+    assert kinds[-2:] == ["raster", QgsWkbTypes.PolygonGeometry]  # polygons at the bottom
     assert kinds.count(QgsWkbTypes.PolygonGeometry) == 1
     assert QgsWkbTypes.PointGeometry in kinds[:2]
-    choropleth = group.children()[-1].layer()
-    assert choropleth.opacity() < 1.0  # the points below it stay visible
+    assert layers[-1].opacity() < 1.0  # the choropleth: the points below it stay visible
+    surface = layers[-2]
+    assert surface.crs().authid() == "EPSG:4326"  # the input's CRS, not a UTM zone
+    assert surface.renderer().type() == "singlebandpseudocolor"  # styled, not grey
 
 
 def test_a_csv_with_relative_paths_trains_and_localizes(provider, tmp_path) -> None:

@@ -45,6 +45,7 @@ from ..layers import (
     place_in_group,
 )
 from ..runner import WorkerFailed, command_line, run_worker
+from ..vector_io import export_layer
 
 # swclip_core.config.METHODS (QGIS must not import the backend); a test keeps them equal.
 RETRIEVAL_METHODS = ("mode", "weighted", "top1")
@@ -132,6 +133,10 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     PRECISION = "PRECISION"
     RUN_NAME = "RUN_NAME"
+    REGIONS = "REGIONS"
+    REGION_FIELD = "REGION_FIELD"
+    STREETS = "STREETS"
+    STREET_FIELD = "STREET_FIELD"
 
     def __init__(self) -> None:
         super().__init__()
@@ -214,6 +219,51 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             )
         )
+
+    def add_joins(self) -> None:
+        """Optional regions and streets layers whose names fill the photos' region and street
+        (the location captions), as ``swclip``'s spatial joins do."""
+        for layer, field, label, kinds in (
+            (self.REGIONS, self.REGION_FIELD, "Region polygons (names fill each photo's region)",
+             [QgsProcessing.TypeVectorPolygon]),
+            (self.STREETS, self.STREET_FIELD, "Named streets (lines or points; fill each photo's "
+             "street)", [QgsProcessing.TypeVectorLine, QgsProcessing.TypeVectorPoint]),
+        ):  # fmt: skip
+            self.addParameter(
+                QgsProcessingParameterFeatureSource(layer, self.tr(label), kinds, optional=True)
+            )
+            self.addParameter(
+                QgsProcessingParameterField(
+                    field,
+                    self.tr("Name field (empty: detected)"),
+                    parentLayerParameterName=layer,
+                    optional=True,
+                )
+            )
+
+    def join_args(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, folder: Path
+    ) -> list[Any]:
+        """The ``--regions``/``--streets`` arguments of the layers :meth:`add_joins` offers,
+        each exported to a GeoPackage in ``folder``."""
+        args: list[Any] = []
+        for layer, field, name, field_option in (
+            (self.REGIONS, self.REGION_FIELD, "regions", "--region-field"),
+            (self.STREETS, self.STREET_FIELD, "streets", "--street-field"),
+        ):
+            source = self.parameterAsSource(parameters, layer, context)
+            if source is None:
+                continue
+            path = folder / f"{name}.gpkg"
+            try:
+                export_layer(source, path, name)
+            except OSError as error:
+                raise QgsProcessingException(str(error)) from None
+            args += [f"--{name}", path, f"--{name}-layer", name]
+            chosen = self.parameterAsString(parameters, field, context)
+            if chosen:
+                args += [field_option, chosen]
+        return args
 
     def add_predictions_layer(self) -> None:
         """The input: a predictions point layer written by Localize layer."""

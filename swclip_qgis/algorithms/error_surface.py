@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterRasterDestination,
+    QgsUnitTypes,
 )
 
 from ..layers import crs_argument
@@ -18,6 +19,7 @@ from .base import EXPORT_SHARE, SwclipAlgorithm
 
 REQUIRED = ("true_lat", "true_lon", "error_m")
 STYLE = "error_surface"
+NODATA = -9999.0  # swclip_core.surface.NODATA
 
 
 class ErrorSurfaceAlgorithm(SwclipAlgorithm):
@@ -34,7 +36,8 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
         "true_lat, true_lon, error_m). Each cell is the inverse-distance-weighted mean "
         "(weights 1/d^power) of the errors of its 12 nearest photos; cells farther than the "
         "maximum distance from every photo are nodata. The raster is in the predictions "
-        "layer's CRS when it is projected in metres, else in the local UTM zone. It is styled "
+        "layer's CRS (interpolated in the local UTM zone and warped to it when that CRS is in "
+        "degrees). It is styled "
         "in the classes of the predicted points and joins the predictions' layer group.\n\n"
         "Cell size 0 and maximum distance 0 mean automatic: a quarter of, and three times, the "
         "median spacing between photos."
@@ -71,22 +74,37 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
             raise QgsProcessingException(
                 self.tr("The error surface is written as GeoTIFF: choose a file ending in .tif.")
             )
-        exported = self.work_dir() / "predictions.gpkg"
+        folder = self.work_dir()
+        exported = folder / "predictions.gpkg"
         try:
             export_layer(
                 source, exported, "predictions", feedback=feedback, progress_share=EXPORT_SHARE
             )
         except OSError as error:
             raise QgsProcessingException(str(error)) from None
+        crs = source.sourceCrs()
+        # The backend interpolates in metres: a layer in degrees gets a UTM raster first, warped
+        # to the layer's CRS afterwards.
+        in_metres = not crs.isGeographic() and crs.mapUnits() == QgsUnitTypes.DistanceMeters
+        written = out if in_metres else folder / "surface_metres.tif"
         power = self.parameterAsDouble(parameters, self.POWER, context)
-        args: list[Any] = [exported, "--layer", "predictions", "--out", out,
-                           "--crs", crs_argument(source.sourceCrs()), "--power", power]  # fmt: skip
+        args: list[Any] = [exported, "--layer", "predictions", "--out", written,
+                           "--crs", crs_argument(crs), "--power", power]  # fmt: skip
         for name, option in ((self.CELL_M, "--cell-m"), (self.MAX_DISTANCE_M, "--max-distance-m")):
             value = self.parameterAsDouble(parameters, name, context)
             if value > 0:
                 args += [option, value]
         out.parent.mkdir(parents=True, exist_ok=True)
         self.run_backend("surface", args, feedback)
+        if written != out:
+            import processing  # QGIS's Processing plugin: its GDAL warp
+
+            processing.run(
+                "gdal:warpreproject",
+                {"INPUT": str(written), "TARGET_CRS": crs, "RESAMPLING": 0, "NODATA": NODATA,
+                 "OUTPUT": str(out)},
+                context=context, feedback=feedback, is_child_algorithm=True,
+            )  # fmt: skip
         group = self.output_group(parameters, context, follow_input=True)
         self.style_when_loaded(context, str(out), STYLE, group)
         return {self.OUTPUT: str(out)}

@@ -47,7 +47,11 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
         "the layer's own position, uncertainty_m, confidence, the best caption and the top-K "
         "candidates), Error lines (from each photo's position to its prediction) and, when "
         "asked for, Skipped records (features or photos that could not be used, with the "
-        "reason). rank_of_truth is -1: a gallery of candidate places does not contain each "
+        "reason).\n\n"
+        "Optional region polygons and named streets fill each photo's region and street "
+        "where the layer has none (as `swclip predict --regions/--streets`), so captions and "
+        "fairness figures name places.\n\n"
+        "rank_of_truth is -1: a gallery of candidate places does not contain each "
         "photo's true location (Evaluate's closed protocol ranks it). When the input "
         "positions are unknown or approximate, error_m measures the distance to them.\n\n"
         "The log shows the `swclip predict` command that reproduces the run in a shell."
@@ -61,6 +65,7 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
         self.add_photo_layer()
         self.add_model_folder()
         self.add_gallery()
+        self.add_joins()
         self.add_retrieval()
         self.add_runtime()
         self.add_run_name()
@@ -100,6 +105,7 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
                 "--model", self.parameterAsFile(parameters, self.MODEL, context),
                 "--out", predictions,
                 "--out-crs", crs_argument(crs),
+                *self.join_args(parameters, context, folder),
                 *self.gallery_args(parameters, context),
                 *self.retrieval_args(parameters, context),
                 *self.runtime_args(parameters, context),
