@@ -22,6 +22,23 @@ STYLE = "error_surface"
 NODATA = -9999.0  # swclip_core.surface.NODATA
 
 
+def warp(source: Path, target: Path, wkt: str) -> None:
+    """Reproject a GeoTIFF to the CRS ``wkt`` (nearest neighbour: the errors keep their values).
+
+    GDAL's own Python bindings, which every QGIS installation has (its raster tools use them).
+    """
+    from osgeo import gdal
+
+    # The return value, not gdal.UseExceptions(): that would change GDAL for all of QGIS.
+    dataset = gdal.Warp(str(target), str(source), dstSRS=wkt, resampleAlg="near",
+                        dstNodata=NODATA, creationOptions=["COMPRESS=DEFLATE"])  # fmt: skip
+    if dataset is None:
+        raise QgsProcessingException(
+            f"cannot reproject the error surface to the layer's CRS: {gdal.GetLastErrorMsg()}"
+        )
+    dataset = None  # closes and flushes the file
+
+
 class ErrorSurfaceAlgorithm(SwclipAlgorithm):
     """Run ``swclip surface`` on a predictions layer and return the GeoTIFF."""
 
@@ -97,14 +114,7 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
         out.parent.mkdir(parents=True, exist_ok=True)
         self.run_backend("surface", args, feedback)
         if written != out:
-            import processing  # QGIS's Processing plugin: its GDAL warp
-
-            processing.run(
-                "gdal:warpreproject",
-                {"INPUT": str(written), "TARGET_CRS": crs, "RESAMPLING": 0, "NODATA": NODATA,
-                 "OUTPUT": str(out)},
-                context=context, feedback=feedback, is_child_algorithm=True,
-            )  # fmt: skip
+            warp(written, out, crs.toWkt())
         group = self.output_group(parameters, context, follow_input=True)
         self.style_when_loaded(context, str(out), STYLE, group)
         return {self.OUTPUT: str(out)}
