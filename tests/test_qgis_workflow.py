@@ -113,6 +113,18 @@ def wait_for(condition) -> None:
         time.sleep(0.05)
 
 
+def region_layer() -> QgsVectorLayer:
+    """Two region polygons (Lund, France) as a memory layer in the project."""
+    regions = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "regions", "memory")
+    for name, box in REGIONS.items():
+        feature = QgsFeature(regions.fields())
+        feature.setAttributes([name])
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*box)))
+        regions.dataProvider().addFeature(feature)
+    QgsProject.instance().addMapLayer(regions)
+    return regions
+
+
 def groups(project: QgsProject) -> list[QgsLayerTreeGroup]:
     return [n for n in project.layerTreeRoot().children() if isinstance(n, QgsLayerTreeGroup)]
 
@@ -173,13 +185,7 @@ def test_dock_localizes_then_results_share_one_group_polygons_at_the_bottom(
     assert {"pred_lat", "pred_lon", "error_m"} <= set(names)
     assert points.renderer().type() == "graduatedSymbol"  # the bundled style
 
-    regions = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "regions", "memory")
-    for name, box in REGIONS.items():
-        feature = QgsFeature(regions.fields())
-        feature.setAttributes([name])
-        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*box)))
-        regions.dataProvider().addFeature(feature)
-    project.addMapLayer(regions)
+    regions = region_layer()
     processing.runAndLoadResults(
         "swclip:fairnesschoropleth",
         {"INPUT": points, "REGIONS": regions, "REGION_FIELD": "name", "OUTPUT": "TEMPORARY_OUTPUT"},
@@ -292,13 +298,7 @@ def build_model() -> QgsProcessingModelAlgorithm:
 
 
 def test_a_model_builder_model_runs_end_to_end(provider, tmp_path) -> None:
-    regions = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "regions", "memory")
-    for name, box in REGIONS.items():
-        feature = QgsFeature(regions.fields())
-        feature.setAttributes([name])
-        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*box)))
-        regions.dataProvider().addFeature(feature)
-    QgsProject.instance().addMapLayer(regions)
+    regions = region_layer()
     model = build_model()
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
@@ -317,3 +317,17 @@ def test_a_model_builder_model_runs_end_to_end(provider, tmp_path) -> None:
     choropleth = context.getMapLayer(results["fairness:fairness_OUTPUT"])
     assert points.featureCount() == lines.featureCount() == 41
     assert sorted(f["n"] for f in choropleth.getFeatures()) == [12, 29]
+
+
+def test_localize_joins_region_names_from_a_polygon_layer(provider, imported, model) -> None:
+    import processing
+
+    results = processing.run(
+        "swclip:localizelayer",
+        {"INPUT": imported, "MODEL": str(model), "REGIONS": region_layer(),
+         "REGION_FIELD": "name", "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+         "OUTPUT_LINES": "TEMPORARY_OUTPUT"},
+    )  # fmt: skip
+    regions = [f["region"] for f in results["OUTPUT_POINTS"].getFeatures()]
+    assert sorted(set(regions)) == ["France", "Lund"]
+    assert regions.count("Lund") == 29

@@ -223,11 +223,12 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     def add_joins(self) -> None:
         """Optional regions and streets layers whose names fill the photos' region and street
         (the location captions), as ``swclip``'s spatial joins do."""
-        for layer, field, label, kinds in (
+        for layer, field, label, field_label, kinds in (
             (self.REGIONS, self.REGION_FIELD, "Region polygons (names fill each photo's region)",
-             [QgsProcessing.TypeVectorPolygon]),
+             "Region name field (empty: detected)", [QgsProcessing.TypeVectorPolygon]),
             (self.STREETS, self.STREET_FIELD, "Named streets (lines or points; fill each photo's "
-             "street)", [QgsProcessing.TypeVectorLine, QgsProcessing.TypeVectorPoint]),
+             "street)", "Street name field (empty: detected)",
+             [QgsProcessing.TypeVectorLine, QgsProcessing.TypeVectorPoint]),
         ):  # fmt: skip
             self.addParameter(
                 QgsProcessingParameterFeatureSource(layer, self.tr(label), kinds, optional=True)
@@ -235,7 +236,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(
                 QgsProcessingParameterField(
                     field,
-                    self.tr("Name field (empty: detected)"),
+                    self.tr(field_label),
                     parentLayerParameterName=layer,
                     optional=True,
                 )
