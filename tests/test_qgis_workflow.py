@@ -90,6 +90,9 @@ def model(provider, imported, tmp_path_factory) -> Path:
     )
     assert "Image path field: photo" in feedback.infos
     assert feedback.progress == sorted(feedback.progress), "the bar went backwards"
+    # the command a user can rerun names the model folder, not the hidden staging folder
+    [command] = feedback.commands
+    assert command.endswith(f"--out {out}") and ".partial" not in command
     return out
 
 
@@ -97,11 +100,15 @@ class Recording(QgsProcessingFeedback):
     def __init__(self) -> None:
         super().__init__()
         self.infos: list[str] = []
+        self.commands: list[str] = []
         self.progress: list[float] = []
         self.progressChanged.connect(self.progress.append)
 
     def pushInfo(self, info: str) -> None:
         self.infos.append(info)
+
+    def pushCommandInfo(self, info: str) -> None:
+        self.commands.append(info)
 
 
 def wait_for(condition) -> None:

@@ -467,17 +467,19 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         args: list[Any],
         feedback: QgsProcessingFeedback,
         progress_span: tuple[float, float] = BACKEND_SPAN,
+        shown_args: list[Any] | None = None,
     ) -> dict[str, Any]:
         """Run ``swclip COMMAND ARGS`` in the backend; failures become QgsProcessingException.
 
-        The log gets the command line that reproduces the run in a shell.
+        The log gets the command line that reproduces the run in a shell, with ``shown_args``
+        instead of ``args`` when the run writes to a staging place the user never sees.
         """
         try:
             python = find_backend().python
         except BackendNotFound as error:
             raise QgsProcessingException(str(error)) from None
         feedback.pushInfo(self.tr("Backend command (runs the same in a shell):"))
-        feedback.pushCommandInfo(command_line(python, command, args))
+        feedback.pushCommandInfo(command_line(python, command, shown_args or args))
         try:
             return run_worker(command, args, feedback, python=python, progress_span=progress_span)
         except WorkerFailed as error:

@@ -131,6 +131,9 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
         if skipped is not None:
             results[self.OUTPUT_SKIPPED] = skipped
             self.style_when_loaded(context, skipped, SKIPPED_LAYER, group)
+        for name, value in results.items():
+            shown = self.parameterDefinition(name).description()
+            feedback.pushInfo(self.tr("{}: {}").format(shown, value))
         feedback.setProgress(100.0)
         return results
 

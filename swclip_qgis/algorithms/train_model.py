@@ -157,7 +157,9 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         # run leaves no folder that looks like a model.
         try:
             with staged(out) as staging:
-                self.run_backend("train", [*args, "--out", staging], feedback)
+                self.run_backend(
+                    "train", [*args, "--out", staging], feedback, shown_args=[*args, "--out", out]
+                )
         except OSError as error:
             raise QgsProcessingException(
                 self.tr("cannot move the trained model to {}: {}").format(out, error)
