@@ -5,8 +5,8 @@ plugin drives a separate Python instead. This module decides which one, in this 
 
 1. the QGIS setting ``swclip/backend_python``;
 2. the environment variable ``SWCLIP_PYTHON``;
-3. the project's virtual environment when the plugin runs from a source checkout
-   (``<checkout>/.venv``, as ``make setup`` creates it).
+3. in an installed plugin, the environment that *Create backend environment* makes in the QGIS
+   profile; in a source checkout, the checkout's ``.venv`` (as ``make setup`` creates it).
 
 An explicit choice (1 or 2) is the only one tried: if the analyst named a Python, silently
 running a different one would hide their mistake.
@@ -100,11 +100,16 @@ def checkout_venv_python() -> Path:
 
 
 def backend_choice() -> tuple[str, str]:
-    """The interpreter :func:`find_backend` will try, and where that choice comes from."""
-    return _configured_python() or (
-        str(checkout_venv_python()),
-        "the source checkout's virtual environment",
-    )
+    """The interpreter :func:`find_backend` will try, and where that choice comes from: the
+    setting, the environment variable, else the environment that Create backend environment
+    makes (an installed plugin) or the source checkout's ``.venv``."""
+    configured = _configured_python()
+    if configured is not None:
+        return configured
+    if (plugin_dir() / BUNDLE_FOLDER / "swclip_core").is_dir():
+        created = venv_python(default_backend_dir())
+        return str(created), "the environment of Create backend environment"
+    return str(checkout_venv_python()), "the source checkout's virtual environment"
 
 
 def _configured_python() -> tuple[str, str] | None:

@@ -16,7 +16,8 @@ GROUP = "SW-CLIP"
 SETTINGS = {
     "SWCLIP_BACKEND_PYTHON": (
         SETTING_KEY,
-        f"Backend Python (empty: {ENV_VAR}, else the source checkout's .venv)",
+        f"Backend Python (empty: {ENV_VAR}, else the environment of Create backend "
+        "environment, or the source checkout's .venv)",
         "file",
     ),
     "SWCLIP_CACHE_DIR": (

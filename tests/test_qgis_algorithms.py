@@ -386,6 +386,12 @@ report["algorithms"] = sorted(a.id() for a in provider.algorithms()) if provider
 import swclip_qgis.backend as backend
 report["resources"] = str(backend.resources_dir())
 report["heavy"] = sorted({"torch", "swclip_core"} & set(sys.modules))
+import os
+os.environ.pop("SWCLIP_PYTHON", None)
+from qgis.core import QgsSettings
+QgsSettings().remove(backend.SETTING_KEY)
+report["backend"] = list(backend.backend_choice())
+report["created"] = str(backend.venv_python(backend.default_backend_dir()))
 print(json.dumps(report), flush=True)
 app.exitQgis()
 """
@@ -443,6 +449,9 @@ def test_packaged_zip_installs_into_a_fresh_profile(tmp_path) -> None:
     assert set(report["algorithms"]) >= ALGORITHMS
     assert report["resources"] == str(plugins / "swclip_qgis" / "bundled" / "resources")
     assert report["heavy"] == []
+    # Without a setting, an installed plugin runs the environment Create backend environment makes
+    assert report["backend"] == [report["created"], "the environment of Create backend environment"]
+    assert report["created"].startswith(str(tmp_path / "profile"))
     # Last, the Bandit scan of the zip's contents (part of `make package-zip`).
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
 

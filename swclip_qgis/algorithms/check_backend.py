@@ -27,8 +27,9 @@ class CheckBackendAlgorithm(SwclipAlgorithm):
         "that it can import swclip_core.\n\n"
         f"It uses, in this order: the QGIS setting '{SETTING_KEY}' (also on the SW-CLIP page "
         f"of Settings > Options > Processing > Providers), the environment variable {ENV_VAR}, "
-        "or the .venv of the SW-CLIP source folder that holds this plugin (created by "
-        "`make setup`); Create backend environment makes one and sets the setting.\n\n"
+        "then, for an installed plugin, the environment that Create backend environment makes "
+        "in the QGIS profile, or, in a source checkout, its .venv (created by `make setup`)."
+        "\n\n"
         "Outputs the interpreter's path and the swclip_core version. If no usable "
         "interpreter is found, the error says what was tried and how to fix it."
     )
