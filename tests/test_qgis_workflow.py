@@ -338,3 +338,16 @@ def test_localize_joins_region_names_from_a_polygon_layer(provider, imported, mo
     regions = [f["region"] for f in results["OUTPUT_POINTS"].getFeatures()]
     assert sorted(set(regions)) == ["France", "Lund"]
     assert regions.count("Lund") == 29
+
+
+def test_the_dock_says_why_a_run_was_refused(provider, imported, model) -> None:
+    dock = SwclipDock(None)
+    dock.layer_combo.setLayer(imported)
+    dock.field_combo.setField("filename")
+    dock.model_widget.setFilePath(str(model))
+    dock.start_localizing()
+    wait_for(lambda: not dock.running)
+    message = dock.message_label.text()
+    assert message.startswith("Failed: The field 'filename' holds no existing image file")
+    assert "'photo' does" in message
+    assert dock.localize_button.isEnabled() and dock.progress_bar.value() == 0
