@@ -242,17 +242,19 @@ class _Follower:
         self.best = -math.inf
         self.lines: queue.Queue = queue.Queue()
         self.stderr_tail: deque = deque(maxlen=STDERR_TAIL_LINES)
+        self.stderr_reader = threading.Thread(
+            target=_keep_tail, args=(process.stderr, self.stderr_tail), daemon=True
+        )
 
     def run(self, request: str) -> dict[str, Any]:
         # If it died at once, its exit status and stderr below say why.
         with contextlib.suppress(OSError):
             self.process.stdin.write(request)
         _close_quietly(self.process.stdin)
-        for target, args in (
-            (_read_lines, (self.process.stdout, self.lines)),
-            (_keep_tail, (self.process.stderr, self.stderr_tail)),
-        ):
-            threading.Thread(target=target, args=args, daemon=True).start()
+        threading.Thread(
+            target=_read_lines, args=(self.process.stdout, self.lines), daemon=True
+        ).start()
+        self.stderr_reader.start()
         outcome = self.read_until_outcome()
         returncode = self.wait_for_exit()
         if outcome is None:
@@ -332,6 +334,10 @@ class _Follower:
         return self.process.poll()
 
     def stderr_details(self) -> str:
+        """The last lines of stderr; those of a worker that has exited once they are read
+        (a bounded wait: a child of the worker may hold stderr open)."""
+        if self.process.poll() is not None:
+            self.stderr_reader.join(timeout=self.end_grace_s)
         tail = "\n".join(self.stderr_tail)
         return f"; its last messages:\n{tail}" if tail else ""
 
