@@ -105,7 +105,7 @@ def metres_or(word: str | None):
 
 
 def add_index_option(parser: argparse.ArgumentParser) -> None:
-    from .gallery_index import EXACT_MAX_ENTRIES, INDEX_KINDS
+    from .config import EXACT_MAX_ENTRIES, INDEX_KINDS
 
     parser.add_argument(
         "--index",
