@@ -71,7 +71,8 @@ def bf16_run(tmp_path_factory, feature_cache):
     """`swclip train --precision bf16` on the bundled photos and 30 generated scenes (the photos'
     features come from the session's cache: swclip-lite's trunk computes in float32 anyway)."""
     from swclip_core.data import read_samples
-    from swclip_core.data.synthetic import generate_scenes, load_places, select_places
+    from swclip_core.data.places import load_places, select_places
+    from swclip_core.data.synthetic import generate_scenes
     from swclip_core.io import write_csv
 
     folder = tmp_path_factory.mktemp("precision")
