@@ -47,6 +47,11 @@ class Evaluation:
         return {key: self.summary[key] for key in TABLE1_COLUMNS}
 
 
+# Images embedded per round: only this many frozen trunk features (1280 floats each for
+# swclip-lite) are held at once, so memory follows the (smaller) embeddings of the whole layer.
+EMBED_CHUNK = 4096
+
+
 @torch.no_grad()
 def embed_images(
     backbone,
@@ -58,20 +63,25 @@ def embed_images(
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """L2-normalised image embeddings (N, D) on the CPU."""
-    features = extract_image_features(
-        backbone,
-        image_paths,
-        device=device,
-        cache_dir=cache_dir,
-        use_cache=not trunk_finetuned,
-        progress=progress,
-        cancel=cancel,
-    )
+    """L2-normalised image embeddings (N, D) on the CPU, computed :data:`EMBED_CHUNK` at a time."""
     backbone.eval()
-    with autocast(device):
-        embeddings = backbone.image_head(features.to(device)).float()
-    return F.normalize(embeddings, dim=-1).cpu()
+    n = len(image_paths)
+    embeddings = torch.empty((n, backbone.embed_dim), dtype=torch.float32)
+    for start in range(0, n, EMBED_CHUNK):
+        stop = min(start + EMBED_CHUNK, n)
+        features = extract_image_features(
+            backbone,
+            image_paths[start:stop],
+            device=device,
+            cache_dir=cache_dir,
+            use_cache=not trunk_finetuned,
+            progress=progress_span(progress, start / n, stop / n),
+            cancel=cancel,
+        )
+        with autocast(device):
+            chunk = backbone.image_head(features.to(device)).float()
+        embeddings[start:stop] = F.normalize(chunk, dim=-1).cpu()
+    return embeddings
 
 
 def caption_table(samples: pd.DataFrame, template) -> pd.DataFrame:
@@ -222,6 +232,7 @@ def evaluate(
     context = {
         "protocol": protocol,
         "gallery_size": len(gallery),
+        "neighbour_queries": neighbour_queries(summary),
         "k": k,
         "method": method,
         "mode_radius_m": mode_radius_m,
@@ -282,6 +293,14 @@ def embedding_metrics(image_emb: torch.Tensor, samples: pd.DataFrame) -> dict[st
             else float("nan")
         ),
     }
+
+
+def neighbour_queries(summary: dict[str, float]) -> int:
+    """How many samples SSI and City-Align averaged over (all located ones, or a seeded sample
+    of :data:`metrics.NEIGHBOUR_QUERIES` of them)."""
+    from . import metrics  # read at call time, like the metrics themselves
+
+    return min(int(summary["n"]), metrics.NEIGHBOUR_QUERIES)
 
 
 def prediction_table(
@@ -359,6 +378,7 @@ def _evaluate_image_knn(
     context = {
         "protocol": protocol,
         "gallery": "training images",
+        "neighbour_queries": neighbour_queries(summary),
         "gallery_size": len(knn.table),
         "k": k,
         "method": method,
