@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK = 0
-EXIT_PARTIAL = 4  # finished, but some input records were skipped (listed in skipped.csv)
+EXIT_PARTIAL = 4  # finished, but some input records were skipped (listed next to the output)
 
 EPILOG = """\
 exit codes:
@@ -20,7 +20,8 @@ exit codes:
   1    unexpected failure (run again with --debug and report the traceback)
   2    the input cannot be used (missing file or column, unknown CRS, no usable record...)
   3    the model cannot be loaded (wrong folder, missing weights)
-  4    done, but some input records were skipped; they are listed in skipped.csv
+  4    done, but some input records were skipped; they are listed with the reason in
+       OUTPUT.skipped.csv next to the output file (skipped.csv in a run folder)
   130  cancelled (Ctrl-C)
 
 input formats:
@@ -531,23 +532,21 @@ def report_joins(entries: list[dict], records: int) -> None:
         )
 
 
-def report_skipped(samples, out_folder: Path | None) -> int:
-    """Print the skipped records (and save them in ``out_folder``, the command's output folder,
-    when it has one); the exit code that reflects them."""
-    return report_skipped_list(samples.attrs.get("skipped", []), out_folder)
+def report_skipped(samples, output: Path | None, *, folder: bool = False) -> int:
+    """Print the skipped records and list them next to ``output`` (the command's output file, or
+    its output ``folder``), removing a stale list there when none was skipped; the exit code that
+    reflects them. Without an output they are printed only."""
+    return report_skipped_list(samples.attrs.get("skipped", []), output, folder=folder)
 
 
-def report_skipped_list(skipped: list[dict], out_folder: Path | None) -> int:
+def report_skipped_list(skipped: list[dict], output: Path | None, *, folder: bool = False) -> int:
     """:func:`report_skipped` of a list of skipped records."""
-    from .io import write_csv
-    from .outputs import skipped_table
+    from .outputs import write_skipped
 
+    path = write_skipped(skipped, output, folder=folder) if output is not None else None
     if not skipped:
         return EXIT_OK
-    where = ":"
-    if out_folder is not None:
-        path = write_csv(skipped_table(skipped), out_folder / "skipped.csv")
-        where = f"; the list with reasons is in {path}:"
+    where = f"; the list with reasons is in {path}:" if path is not None else ":"
     print(f"skipped {len(skipped)} record(s){where}", file=sys.stderr)
     for item in skipped[:10]:
         print(f"  {item['record']}: {item['reason']}", file=sys.stderr)
@@ -627,7 +626,7 @@ def command_train(args: argparse.Namespace) -> int:
             f"done: {result.epochs} epochs, final loss {result.final_loss:.4f}, "
             f"{result.samples_per_s:.0f} samples/s; model in {result.run_dir}"
         )
-    return report_skipped(samples, args.out)
+    return report_skipped(samples, args.out, folder=True)
 
 
 def load_gallery_table(args: argparse.Namespace, config):
@@ -642,14 +641,17 @@ def load_gallery_table(args: argparse.Namespace, config):
 def run_evaluation(args: argparse.Namespace, protocol: str):
     from .evaluate import evaluate
 
-    options = evaluation_options(args, protocol)
+    options, gallery_skipped = evaluation_options(args, protocol)
     samples = enrich(read_input(args), args)
+    # the gallery's unusable rows are reported with the samples'
+    samples.attrs["skipped"] = samples.attrs.get("skipped", []) + gallery_skipped
     return samples, evaluate(samples=samples, **options)
 
 
-def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
+def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, list[dict]]:
     """Everything :func:`evaluate` needs but the samples: the model, its gallery (built once,
-    however many chunks of a layer are then localized against it) and the options."""
+    however many chunks of a layer are then localized against it) and the options; and the
+    gallery rows that could not be used (skipped records)."""
     from .api import load_model
     from .device import resolve_device
     from .errors import InputError
@@ -669,17 +671,19 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
     if fuse is not None:
         knn = load_knn(fuse, device)
     cache_dir = args.cache_dir or default_cache_dir()
-    gallery = None
+    gallery, skipped = None, []
     if protocol == "open" and config.objective != "image-knn":
+        table = load_gallery_table(args, config)
+        skipped = list(table.attrs.get("skipped", []))
         gallery = build_gallery(
             model.network,
-            load_gallery_table(args, config),
+            table,
             device=device,
             model_fingerprint=model.fingerprint,
             cache_dir=cache_dir if model.fingerprint else None,
             index=args.index,
         )
-    return dict(
+    options = dict(
         backbone=model.network,
         config=config,
         device=device,
@@ -698,6 +702,7 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
         knn_weight=getattr(args, "knn_weight", 0.5),
         knn_temperature=getattr(args, "knn_temperature", 0.05),
     )
+    return options, skipped
 
 
 def region_polygons(args: argparse.Namespace):
@@ -731,7 +736,7 @@ def command_predict(args: argparse.Namespace) -> int:
         raise InputError(
             f"--chunk-rows must be a positive number of records, not {args.chunk_rows}"
         )
-    options = evaluation_options(args, "open")
+    options, skipped = evaluation_options(args, "open")
     regions, region_field = region_polygons(args)
     # A layer larger than memory is read, localized and written chunk by chunk; grid regions are
     # laid out around the whole layer, so with --region-grid-m it is read at once.
@@ -741,7 +746,6 @@ def command_predict(args: argparse.Namespace) -> int:
         chunks = iter([read_input(args)])
     first = next(chunks)  # there is always one: the input's CRS is the output's default
     out_crs = args.out_crs or first.attrs.get("source_crs", "EPSG:4326")
-    skipped: list[dict] = []
     joins: list[list[dict]] = []
 
     def localized():
@@ -784,7 +788,7 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.map:
         title = f"swclip predict with {args.model.name}"
         print(f"wrote {render_error_map(predictions, args.map, title=title)}")
-    return report_skipped_list(skipped, args.out.parent)
+    return report_skipped_list(skipped, args.out)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -794,6 +798,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
     samples, evaluation = run_evaluation(args, args.protocol)
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
     s = evaluation.summary
+    queries = evaluation.context["neighbour_queries"]
+    if queries < s["n"]:
+        print(
+            f"ssi, city_align: mean over a seeded random {queries:,} of the {s['n']:,} located "
+            "photos (their neighbours searched among all of them)"
+        )
     print(
         "accuracy: "
         + ", ".join(
@@ -804,7 +814,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
         write_json(args.json, {"summary": s, "context": evaluation.context})
         print(f"wrote {args.json}")
     # no output folder without --json: the skipped records are printed only
-    return report_skipped(samples, args.json.parent if args.json else None)
+    return report_skipped(samples, args.json)
 
 
 def command_probe(args: argparse.Namespace) -> int:
@@ -843,7 +853,7 @@ def command_probe(args: argparse.Namespace) -> int:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
     # no output folder without --json: the skipped records are printed only
-    return report_skipped(samples, args.json.parent if args.json else None)
+    return report_skipped(samples, args.json)
 
 
 def command_demo(args: argparse.Namespace) -> int:
@@ -888,7 +898,6 @@ def command_gallery(args: argparse.Namespace) -> int:
 
         model = load_model(args.model, args.device)
         template = caption_template(model.config)  # the captions the model was trained on
-    samples = None
     if args.from_input is not None:
         samples = enrich(read_samples(args.from_input, layer=args.layer), args)
         table = gallery_from_samples(samples, template)
@@ -911,9 +920,19 @@ def command_gallery(args: argparse.Namespace) -> int:
             template=template,
             layer=args.layer,
         )
+    skipped: list[dict] = []
+
+    def listing_skipped(chunks):  # chunks are written as they come: note what each left out
+        for chunk in chunks:
+            skipped.extend(chunk.attrs.get("skipped", []))
+            yield chunk
+
+    if not isinstance(table, pd.DataFrame):
+        table = listing_skipped(table)
     path = save_gallery(table, args.out)
     if not isinstance(table, pd.DataFrame):  # written chunk by chunk: read back what was saved
         table = gallery_from_file(path, template)
+        table.attrs["skipped"] = skipped
     print(f"wrote {path}: {len(table)} gallery locations (layer gallery)")
     if args.model is not None:
         from .io import default_cache_dir
@@ -929,7 +948,7 @@ def command_gallery(args: argparse.Namespace) -> int:
             index=args.index,
         )
         print(f"embedded its {len(table)} captions for {args.model} (cached in {cache_dir})")
-    return EXIT_OK if samples is None else report_skipped(samples, args.out.parent)
+    return report_skipped(table, args.out)
 
 
 def command_surface(args: argparse.Namespace) -> int:

@@ -81,10 +81,28 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection); OWASP's
+# rule is to prefix such a cell with a single quote, which shows it as the text it is.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula prefixed by ``'``
+    (numbers, negative ones included, are left as they are)."""
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or str(safe[column].dtype) == "string":
+            safe[column] = safe[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+            )
+    return safe
+
+
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """A data frame as CSV without its index, written atomically."""
+    """A data frame as CSV without its index, written atomically, its formula-like text cells
+    neutralised (:func:`spreadsheet_safe`)."""
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+        spreadsheet_safe(table).to_csv(tmp, index=False)
     return Path(path)
 
 
