@@ -48,9 +48,10 @@ test: lint
 	$(PY) -m pytest -q
 
 # The Scale section keeps its galleries (GBs) and figures in SCALE_WORK and resumes from them.
+# BENCH_ARGS="--section predict-scaling --work DIR" runs that section of benchmarks.run alone.
 SCALE_WORK ?= $(HOME)/.cache/swclip/bench-scale
 bench: setup
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	$(PY) -m benchmarks.scale --work $(SCALE_WORK)
 
 # The Speed section of benchmarks/results.md alone (fp32 and bf16 side by side); resumable:
