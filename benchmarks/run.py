@@ -103,8 +103,12 @@ def scaling_section(work: Path) -> tuple[dict, list[str]]:
     result = scaling.predict_scaling(work)
     result["machine"] = machine()
     result["date"] = time.strftime("%Y-%m-%d")
-    doc = scaling.__doc__.replace("\n", " ").strip()
-    lines = [SCALING_HEADING, "", f"{doc} Measured {result['date']} on {result['machine']}.", ""]
+    lines = [
+        SCALING_HEADING,
+        "",
+        f"{scaling.NOTE} Measured {result['date']} on {result['machine']}.",
+        "",
+    ]
     lines += scaling.summarise(result)
     print("\n".join(lines[-1:]), flush=True)
     return result, lines
@@ -120,6 +124,7 @@ def replace_section(markdown: str, heading: str, lines: list[str]) -> str:
 def only_scaling(out: Path, work: Path) -> None:
     """`--section predict-scaling`: measure that section alone and update the results in place."""
     result, lines = scaling_section(work)
+    out.mkdir(parents=True, exist_ok=True)
     results = out / "results.json"
     payload = json.loads(results.read_text()) if results.exists() else {}
     payload["predict_scaling"] = result
