@@ -199,7 +199,7 @@ def test_a_144_megapixel_jpeg_decodes_at_the_model_input_size(tmp_path):
 import resource, warnings
 warnings.simplefilter("ignore")
 from torchvision import transforms
-from swclip_core.data.images import ImageDataset
+from swclip_core.data.tensors import ImageDataset
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 preprocess = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224)])
 image, _ = ImageDataset([{str(path)!r}], preprocess)[0]
