@@ -7,6 +7,8 @@ and the exit code says what happened (see ``swclip --help``).
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,8 @@ exit codes:
   3    the model cannot be loaded (wrong folder, missing weights)
   4    done, but some input records were skipped; they are listed with the reason in
        OUTPUT.skipped.csv next to the output file (skipped.csv in a run folder)
+  5    no space left on device: the file being written was removed (nothing was changed);
+       free space and run again
   130  cancelled (Ctrl-C)
 
 input formats:
@@ -616,7 +620,11 @@ def command_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         cancel=args.cancel,
     )
-    if config.objective == "image-knn":
+    if result.already_complete:
+        known = math.isfinite(result.final_loss)
+        loss = f", final loss {result.final_loss:.4f}" if known else ""
+        print(f"{result.run_dir} is already complete ({result.epochs} epochs{loss}); nothing to do")
+    elif config.objective == "image-knn":
         print(
             f"done: indexed {len(samples)} training images ({result.samples_per_s:.0f} images/s); "
             f"image-kNN model in {result.run_dir}"
@@ -1006,7 +1014,7 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swclip`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    from .errors import SwclipError
+    from .errors import DiskFullError, SwclipError
 
     try:
         return run_command(args)
@@ -1016,8 +1024,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"swclip: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("swclip: cancelled", file=sys.stderr)
+        print(f"swclip: {cancel_message(args)}", file=sys.stderr)
         return 130
+    except OSError as error:  # a full disk outside the writers that name their file
+        if error.errno != errno.ENOSPC or args.debug:
+            raise
+        full = DiskFullError(error.filename or "a temporary file")
+        print(f"swclip: error: {full}", file=sys.stderr)
+        return full.exit_code
+
+
+def cancel_message(args: argparse.Namespace) -> str:
+    """What a cancelled command leaves: outputs are written whole or not at all, and a training
+    run keeps the epochs it finished."""
+    from .runs import CHECKPOINT
+
+    if args.command == "train" and (Path(args.out) / CHECKPOINT).is_file():
+        return (
+            f"cancelled; {args.out} keeps the epochs finished so far (continue them with --resume)"
+        )
+    return "cancelled; no output was written"
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .io import write_json
 
 OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
@@ -103,6 +104,9 @@ class TrainConfig:
     # set to the precision that ran when training starts, so config.json records it.
     precision: str | None = None
     num_workers: int | None = None  # image-decoding processes; None: features.decode_workers
+    # Content digest of the training samples (train.samples_digest), set when a run starts, so
+    # that --resume refuses other input.
+    input_digest: str | None = None
 
     def validate(self) -> None:
         """Raise InputError on settings that cannot work, naming the option and the choices."""
@@ -128,14 +132,74 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        kernel = SpatialKernel(**data.pop("kernel", {}))
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(kernel=kernel, **{k: v for k, v in data.items() if k in known})
+        """The config in ``data`` (as :meth:`to_dict` writes it), checked against the dataclass:
+        :class:`ValueError` names an unknown key, a missing or mistyped value, or a setting that
+        cannot work (:meth:`validate`)."""
+        data = dict(_checked(cls, data, ""))
+        config = cls(
+            kernel=SpatialKernel(**_checked(SpatialKernel, data.pop("kernel", {}), "kernel.")),
+            **data,
+        )
+        try:
+            config.validate()
+        except InputError as error:
+            raise ValueError(str(error)) from None
+        return config
 
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config saved in a run folder; :class:`ModelError` (one line naming the file and
+        what is wrong) when it cannot be read or does not describe a run."""
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ModelError(
+                f"{path} does not exist; is {path.parent} a run folder from `swclip train`?"
+            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from None
+        except json.JSONDecodeError as error:
+            raise ModelError(
+                f"{path} is not valid JSON ({error.msg} at line {error.lineno}); the run folder "
+                "is damaged: train it again"
+            ) from None
+        except ValueError as error:
+            raise ModelError(f"{path} does not describe a run: {error}; train it again") from None
+
+
+def _checked(cls: type, data: Any, prefix: str) -> dict[str, Any]:
+    """``data`` if it holds only fields of dataclass ``cls``, each of its declared type (missing
+    ones take their defaults); else :class:`ValueError` naming the first wrong setting."""
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the file"
+        raise ValueError(f"{where} must be a JSON object, not {json.dumps(data)[:40]}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown setting {prefix}{unknown[0]}")
+    for name, value in data.items():
+        declared = typing.get_args(hints[name]) or (hints[name],)
+        if not any(_is_a(value, expected) for expected in declared):
+            wanted = " or ".join(
+                "an object" if dataclasses.is_dataclass(t) else _TYPE_NAMES.get(t, t.__name__)
+                for t in declared
+            )
+            raise ValueError(f"{prefix}{name} must be {wanted}, not {json.dumps(value)[:40]}")
+    return data
+
+
+_TYPE_NAMES = {type(None): "null", float: "a number", int: "an integer", str: "text"}
+
+
+def _is_a(value: Any, expected: type) -> bool:
+    if isinstance(value, bool):  # JSON true is no number
+        return expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    if dataclasses.is_dataclass(expected):  # checked field by field by its own _checked
+        return isinstance(value, dict)
+    return isinstance(value, expected)

@@ -36,7 +36,7 @@ from .errors import InputError, ModelError
 from .features import extract_image_features
 from .io import ProgressFn, save_torch
 from .retrieval import Predictions, localize, predict_locations
-from .runs import CONFIG, start_run
+from .runs import CONFIG, load_checkpoint, start_run
 
 KNN_FEATURES = "knn_features.pt"
 KNN_TEMPERATURE = 0.05  # softmax temperature over cosine similarities of frozen image features
@@ -129,7 +129,12 @@ def index_training_images(
     from .loop import TrainResult
     from .models import create_backbone
 
-    run_dir, samples, _ = start_run(samples, config, run_dir, marker=KNN_FEATURES, resume=resume)
+    complete = resume and (Path(run_dir) / KNN_FEATURES).is_file()
+    run_dir, samples, _, config = start_run(
+        samples, config, run_dir, marker=KNN_FEATURES, resume=resume
+    )
+    if complete:  # same input and settings (start_run checked): nothing left to do
+        return TrainResult(run_dir, 0, float("nan"), 0.0, already_complete=True)
     device = resolve_device(config.device)
     backbone = create_backbone(config.backbone, config.pretrained, device=device)
     started = time.perf_counter()
@@ -173,7 +178,7 @@ def load_knn(
         device = resolve_device(device)
     if backbone is None:
         backbone = create_backbone(config.backbone, config.pretrained, device=device)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, needs=("cache_key", "features"))
     if state["cache_key"] != backbone.cache_key:
         raise ModelError(
             f"the image features in {path} were made with other weights than backbone "

@@ -31,10 +31,11 @@ from .errors import ModelError
 from .features import extract_image_features
 from .geo import pairwise_haversine_m
 from .io import ProgressFn, progress_span
-from .loop import BatchPlan, Objective, TrainResult, run_epochs
+from .loop import BatchPlan, Objective, TrainResult, finished_run, run_epochs
 from .losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
 from .models import Backbone, create_backbone
-from .runs import CHECKPOINT, CONFIG, seed_everything, start_run
+from .runlock import owns_run_folder
+from .runs import CHECKPOINT, CONFIG, load_checkpoint, seed_everything, start_run
 from .semivariogram import (
     Semivariogram,
     embedding_semivariogram,
@@ -95,6 +96,7 @@ def resolve_kernel(config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
     return replace(config, kernel=replace(config.kernel, scale_m=round(scale, 1)))
 
 
+@owns_run_folder
 def train(
     samples: pd.DataFrame,
     config: TrainConfig,
@@ -105,8 +107,9 @@ def train(
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``config.objective`` on ``samples`` (the table :func:`read_samples` returns), its
-    forward passes in ``config.precision`` (recorded as the precision that ran)."""
+    """Train ``config.objective`` on ``samples`` (the table :func:`read_samples` returns) into
+    ``run_dir``, which this process owns meanwhile (:func:`runlock.owns_run_folder`), its forward
+    passes in ``config.precision`` (recorded as the precision that ran)."""
     precision = resolve_precision(config.precision, resolve_device(config.device))
     config = replace(config, precision=precision)
     if config.objective == "geoclip":  # GPS location encoder instead of captions
@@ -139,9 +142,11 @@ def train_caption_model(
 ) -> TrainResult:
     """The objectives that learn from location captions: swclip, clip, semivariogram."""
     config = resolve_kernel(config, samples)
-    run_dir, samples, captions = start_run(
+    run_dir, samples, captions, config = start_run(
         samples, config, run_dir, marker=CHECKPOINT, resume=resume
     )
+    if resume and (done := finished_run(run_dir, config.epochs)):
+        return done
     seed_everything(config.seed)
     device = resolve_device(config.device)
     backbone = create_backbone(config.backbone, config.pretrained, device=device)
@@ -262,28 +267,31 @@ def load_trained(
     """The backbone of a run folder with its trained weights, ready for prediction."""
     run_dir = Path(run_dir)
     config_path, checkpoint_path = run_dir / CONFIG, run_dir / CHECKPOINT
-    if config_path.exists() and TrainConfig.load(config_path).objective == "image-knn":
-        # No trained weights: the frozen backbone; its gallery comes from knn.load_knn(run_dir).
-        config = TrainConfig.load(config_path)
-        device = resolve_device(device) if isinstance(device, str) else device
-        return create_backbone(config.backbone, config.pretrained, device=device).eval(), config
-    if not config_path.exists() or not checkpoint_path.exists():
+    if not run_dir.is_dir() or not config_path.exists():
         raise ModelError(
             f"{run_dir} is not a trained model folder (needs {CONFIG} and {CHECKPOINT}); "
             "train one with `swclip train`"
         )
     config = TrainConfig.load(config_path)
-    if isinstance(device, str):
-        device = resolve_device(device)
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    if config.objective == "geoclip":  # image head and location encoder on the frozen backbone
-        from .objectives.geoclip import load_geoclip
+    device = resolve_device(device) if isinstance(device, str) else device
+    if config.objective == "image-knn":
+        # No trained weights: the frozen backbone; its gallery comes from knn.load_knn(run_dir).
+        return create_backbone(config.backbone, config.pretrained, device=device).eval(), config
+    weights = load_checkpoint(checkpoint_path)["model"]
+    try:
+        if config.objective == "geoclip":  # image head and location encoder on the frozen backbone
+            from .objectives.geoclip import load_geoclip
 
-        return load_geoclip(config, state["model"], device), config
-    backbone = create_backbone(config.backbone, config.pretrained, device=device)
-    missing = set(state["model"]) - set(backbone.state_dict())
-    if missing:
-        raise ModelError(f"the checkpoint in {run_dir} does not fit backbone {config.backbone!r}")
-    backbone.load_state_dict(state["model"], strict=False)
-    backbone.eval()
-    return backbone, config
+            return load_geoclip(config, weights, device), config
+        backbone = create_backbone(config.backbone, config.pretrained, device=device)
+        unexpected = sorted(set(weights) - set(backbone.state_dict()))
+        if unexpected:
+            raise KeyError(f"unexpected weights such as {unexpected[0]!r}")
+        backbone.load_state_dict(weights, strict=False)
+    except (RuntimeError, KeyError) as error:
+        reason = str(error).strip("\"' \n").splitlines()[-1].strip()
+        raise ModelError(
+            f"{checkpoint_path} does not fit backbone {config.backbone!r} ({reason}); "
+            "train it again"
+        ) from None
+    return backbone.eval(), config

@@ -31,7 +31,7 @@ from ..errors import InputError
 from ..features import extract_image_features
 from ..geo import EARTH_RADIUS_M
 from ..io import ProgressFn, progress_span
-from ..loop import BatchPlan, Objective, TrainResult, run_epochs
+from ..loop import BatchPlan, Objective, TrainResult, finished_run, run_epochs
 from ..models import create_backbone
 from ..models.geoclip import GeoclipModel
 from ..runs import CHECKPOINT, seed_everything, start_run
@@ -165,7 +165,11 @@ def train_geoclip(
             "objective geoclip trains on cached image features only; use --mode cached"
         )
     # Captions are kept so that the run's training table is also a caption gallery for others.
-    run_dir, samples, _ = start_run(samples, config, run_dir, marker=CHECKPOINT, resume=resume)
+    run_dir, samples, _, config = start_run(
+        samples, config, run_dir, marker=CHECKPOINT, resume=resume
+    )
+    if resume and (done := finished_run(run_dir, config.epochs)):
+        return done
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = build_geoclip_model(config, device)
