@@ -80,6 +80,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         tmp.replace(path)
+    except DiskFullError:
+        raise  # a write nested in this one (a cache filled by the rows being written) named it
     except Exception as error:
         if disk_full(error, path.parent):
             raise DiskFullError(path) from error
