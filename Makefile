@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup demo test lint bench clean package package-zip
+.PHONY: setup demo test lint bench bench-speed bench-gpu clean package package-zip
 
 setup: $(STAMP)
 
@@ -48,10 +48,22 @@ test: lint
 	$(PY) -m pytest -q
 
 # The Scale section keeps its galleries (GBs) and figures in SCALE_WORK and resumes from them.
+# BENCH_ARGS="--section predict-scaling --work DIR" runs that section of benchmarks.run alone.
 SCALE_WORK ?= $(HOME)/.cache/swclip/bench-scale
 bench: setup
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	$(PY) -m benchmarks.scale --work $(SCALE_WORK)
+
+# The Speed section of benchmarks/results.md alone (fp32 and bf16 side by side); resumable:
+# BENCH_WORK keeps what was measured, so an interrupted run continues where it stopped.
+BENCH_WORK ?= /tmp/swclip-bench-speed
+bench-speed: setup
+	$(PY) -m benchmarks.speed --work $(BENCH_WORK)
+
+# The GPU path (finetune and cached training, localization; fp32 against --precision auto). On a
+# machine without CUDA it says so and exits 0.
+bench-gpu: setup
+	$(PY) -m benchmarks.gpu
 
 # The installable plugin zip, dist/swclip_qgis.<version>.zip, from COMMITTED files only (qgis-plugin-ci
 # builds from `git archive`; commit first). swclip_core, requirements.txt and resources (without the

@@ -18,7 +18,7 @@ from swclip_core.config import DEFAULT_METHOD, TrainConfig
 from swclip_core.data.splits import random_split, spatial_block_split
 from swclip_core.evaluation import caption_table
 from swclip_core.objectives.registry import REGISTRY, get_objective
-from swclip_core.runs import CHECKPOINT, METRICS, caption_template
+from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, caption_template, read_config
 
 from .datasets import Dataset
 
@@ -84,10 +84,15 @@ def trained_model(
         return model, knn
     run_dir = run_folder(runs, objective, config)
     if not finished(run_dir, objective, config.epochs):
-        # An interrupted bench resumes its runs instead of scoring half-trained models.
-        train(
-            train_set, replace(config, objective=objective), run_dir, cache_dir=cache, resume=True
+        # An interrupted bench resumes its runs instead of scoring half-trained models, with the
+        # settings they started with (a shared run may differ in settings its objective ignores).
+        resume = (run_dir / CONFIG).is_file()
+        settings = (
+            replace(read_config(run_dir), epochs=config.epochs)
+            if resume
+            else replace(config, objective=objective)
         )
+        train(train_set, settings, run_dir, cache_dir=cache, resume=resume)
     return load_model(run_dir, config.device), None
 
 

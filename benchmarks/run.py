@@ -28,7 +28,7 @@ from swclip_core.config import (
 )
 from swclip_core.device import resolve_device
 
-from . import accuracy, datasets, report, speed, sweep
+from . import accuracy, datasets, report, scaling, speed, speed_report, sweep
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = datasets.SAMPLE_DATA
@@ -95,14 +95,63 @@ def hyperparameters(config: TrainConfig) -> list[str]:
     ]
 
 
+SCALING_HEADING = "## Predict on large layers"
+
+
+def scaling_section(work: Path) -> tuple[dict, list[str]]:
+    """Run (or resume) the predict-scaling section; its record and results.md lines."""
+    result = scaling.predict_scaling(work)
+    result["machine"] = machine()
+    result["date"] = time.strftime("%Y-%m-%d")
+    lines = [
+        SCALING_HEADING,
+        "",
+        f"{scaling.NOTE} Measured {result['date']} on {result['machine']}.",
+        "",
+    ]
+    lines += scaling.summarise(result)
+    print("\n".join(lines[-1:]), flush=True)
+    return result, lines
+
+
+def replace_section(markdown: str, heading: str, lines: list[str]) -> str:
+    """``markdown`` with the section under ``heading`` replaced by ``lines`` (appended if new)."""
+    before, found, after = markdown.partition(heading + "\n")
+    rest = after[after.find("\n## ") + 1 :] if found and "\n## " in after else ""
+    return before.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n" + ("\n" + rest if rest else "")
+
+
+def only_scaling(out: Path, work: Path) -> None:
+    """`--section predict-scaling`: measure that section alone and update the results in place."""
+    result, lines = scaling_section(work)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.json"
+    payload = json.loads(results.read_text()) if results.exists() else {}
+    payload["predict_scaling"] = result
+    results.write_text(json.dumps(payload, indent=1) + "\n")
+    markdown = out / "results.md"
+    text = markdown.read_text() if markdown.exists() else "# SW-CLIP benchmarks\n"
+    markdown.write_text(replace_section(text, SCALING_HEADING, lines))
+    print(f"updated {markdown} and {results}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small smoke run (minutes)")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.md/json go")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--section",
+        choices=("all", "predict-scaling"),
+        default="all",
+        help="predict-scaling: only predict on 5,000 and 50,000 rows, results updated in place",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="swclip-bench-"))
+    if args.section == "predict-scaling":
+        only_scaling(args.out, work)
+        return
     reused = sum(1 for _ in work.glob("runs/*/*/seed*/*"))  # runs of an earlier, resumed bench
     started = time.perf_counter()
     base = TrainConfig()
@@ -135,24 +184,10 @@ def main() -> None:
     )
 
     photo_paths = data[-1].samples["image_path"].tolist()
-    scene_paths = data[0].samples["image_path"].tolist()
-    speed_result = {
-        "feature_extraction": {
-            "generated scenes 256x192": speed.feature_extraction(scene_paths),
-            "real photos (incl. 5760x2880 panoramas)": speed.feature_extraction(photo_paths),
-        },
-        "training": speed.training_throughput(
-            data[0].samples, work, ("clip", "swclip", "semivariogram", "geoclip")
-        ),
-        "retrieval": speed.retrieval(
-            sizes=(10**3, 10**4) if args.quick else (10**3, 10**4, 10**5, 10**6),
-            batch=256 if args.quick else 1024,
-        ),
-    }
-    if not args.quick:
-        speed_result["geoclip"] = speed.geoclip_localization(photo_paths[0])
+    speed_result = speed.measure_all(work, data[0].samples, photo_paths, quick=args.quick)
     generated = [d for d in data if d.name in GENERATED]
     sweep_records = sweep.sweep(generated, work, base, seeds)  # quick: one seed, one list
+    scaling_result, scaling_lines = scaling_section(work)
 
     args.out.mkdir(parents=True, exist_ok=True)
     plots = [
@@ -165,6 +200,7 @@ def main() -> None:
         "speed": speed_result,
         "sweep": sweep_records,
         "methods": method_records,
+        "predict_scaling": scaling_result,
     }
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
 
@@ -231,7 +267,7 @@ def main() -> None:
         "",
         "## Speed",
         "",
-        *speed.summarise_speed(speed_result),
+        *speed_report.summarise_speed(speed_result),
     ]
     if sweep_records:
         lines += [
@@ -243,6 +279,7 @@ def main() -> None:
             "",
             *sweep.table(sweep_records),
         ]
+    lines += ["", *scaling_lines]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'results.md'} and results.json")
 

@@ -1,8 +1,15 @@
-"""Speed, each figure beside its limit or its peer, measured side by side in one run."""
+"""Speed, each figure beside its limit or its peer, measured side by side in one run.
+
+`python -m benchmarks.speed --work DIR` (`make bench-speed`) measures the Speed section alone and
+rewrites it in results.md and results.json; `make bench` runs it as one of its sections. Every
+finished part is kept in DIR/speed.json, so an interrupted run continues where it stopped.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -12,11 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from swclip_core.api import train
+from swclip_core.captions import CaptionTemplate, captions_for
 from swclip_core.config import TrainConfig
-from swclip_core.device import resolve_device
+from swclip_core.device import autocast, precision_scope, resolve_device, resolve_precision
 from swclip_core.features import decode_workers, extract_image_features
+from swclip_core.io import atomic_path, write_json
 from swclip_core.models import create_backbone
-from swclip_core.retrieval import top_k
+from swclip_core.retrieval import embed_captions, top_k
+
+from . import datasets
+from .speed_report import PRECISIONS, replace_section, summarise_speed
+
+HERE = Path(__file__).resolve().parent
 
 PAGE = 4096
 
@@ -47,60 +61,127 @@ class PeakRss:
         self.extra = self.peak - self.base
 
 
-def median_times(*fns, repeats: int = 5) -> list[float]:
-    """Median seconds per call of each function, called in turns (the order rotating every
-    round) so that every one of them sees the same machine state rather than the first one paying
-    for what ran before it."""
+def round_times(fns, rounds: int) -> list[list[float]]:
+    """Seconds of every call of each function, called in turns (the order rotating every round)
+    after one warm-up call each, so that all of them see the same machine state rather than the
+    first one paying for what ran before it: on a shared machine the load moves within seconds."""
     for fn in fns:
         fn()  # warm-up
     times: list[list[float]] = [[] for _ in fns]
-    for round_ in range(repeats):
+    for round_ in range(rounds):
         for i in range(len(fns)):
             turn = (round_ + i) % len(fns)
             start = time.perf_counter()
             fns[turn]()
             times[turn].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def median_times(*fns, repeats: int = 5) -> list[float]:
+    """Median seconds per call of each function, timed in turns (:func:`round_times`)."""
+    return [statistics.median(t) for t in round_times(fns, repeats)]
 
 
 def median_time(fn, repeats: int = 5) -> float:
     return median_times(fn, repeats=repeats)[0]
 
 
-def feature_extraction(paths: list[str], batch_size: int = 32) -> dict:
-    """Pipeline rate (decode + trunk, default workers) against the trunk's bare forward rate."""
+def in_precision(precision: str, fn):
+    """``fn`` run with its forward passes in ``precision`` (swclip_core.device.autocast)."""
+
+    def run():
+        with precision_scope(precision), torch.no_grad():
+            return fn()
+
+    return run
+
+
+def feature_extraction(paths: list[str], rounds: int = 3, batch_size: int = 32) -> dict:
+    """Per precision: the pipeline's rate (decode + trunk, default workers, no cache) against the
+    trunk's bare forward rate on as many random images in the same batches, the two alternating
+    in rounds; the ratio is taken within each round (median and range over rounds)."""
     device = resolve_device("auto")
-    backbone = create_backbone("swclip-lite", device=device)
-    backbone.eval()
-    extract_image_features(
-        backbone, paths[:batch_size], device=device, use_cache=False, batch_size=batch_size
-    )
-    start = time.perf_counter()
-    extract_image_features(backbone, paths, device=device, use_cache=False, batch_size=batch_size)
-    pipeline = len(paths) / (time.perf_counter() - start)
-    batch = torch.randn(batch_size, 3, 224, 224, device=device)
-    with torch.no_grad():
-        bare = batch_size / median_time(lambda: backbone.image_features(batch))
+    backbone = create_backbone("swclip-lite", device=device).eval()
+    pixels = torch.randn(batch_size, 3, 224, 224, device=device)
+    sizes = [min(batch_size, len(paths) - i) for i in range(0, len(paths), batch_size)]
+
+    def pipeline():
+        extract_image_features(
+            backbone, paths, device=device, use_cache=False, batch_size=batch_size
+        )
+
+    def bare():
+        for size in sizes:
+            with autocast(device):
+                backbone.image_features(pixels[:size])
+
+    fns = [in_precision(p, fn) for p in PRECISIONS for fn in (pipeline, bare)]
+    times = round_times(fns, rounds)
+    rows = {}
+    for i, precision in enumerate(PRECISIONS):
+        piped, bared = times[2 * i], times[2 * i + 1]
+        ratios = [b / p for p, b in zip(piped, bared, strict=True)]
+        rows[precision] = {
+            "images": len(paths),
+            "pipeline_images_per_s": len(paths) / statistics.median(piped),
+            "bare_forward_images_per_s": len(paths) / statistics.median(bared),
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "rounds": rounds,
+            "decode_workers": decode_workers(device),
+        }
+    return rows
+
+
+def training_throughput(
+    samples, work: Path, objectives: tuple[str, ...], rounds: int = 2, epochs: int = 2
+) -> dict:
+    """Samples/s of the real training loop (cached features) per objective and precision: in
+    each round every (objective, precision) trains ``epochs`` epochs, the last one timed; median
+    and range over rounds. Run folders are kept, so a resumed bench reuses finished ones."""
+    cells = [(o, p) for o in objectives for p in PRECISIONS]
+    rates: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
+    for round_ in range(rounds):
+        for i in range(len(cells)):
+            objective, precision = cells[(round_ + i) % len(cells)]
+            run = work / f"speed-{objective}-{precision}-r{round_}"
+            if not (run / "checkpoint.pt").exists():
+                config = TrainConfig(objective=objective, epochs=epochs, precision=precision)
+                train(samples, config, run, cache_dir=work / "cache")
+            last = (run / "metrics.jsonl").read_text().splitlines()[-1]
+            rates[objective, precision].append(json.loads(last)["samples_per_s"])
     return {
-        "images": len(paths),
-        "pipeline_images_per_s": pipeline,
-        "bare_forward_images_per_s": bare,
-        "ratio": pipeline / bare,
-        "decode_workers": decode_workers(device),
+        objective: {
+            precision: {
+                "samples_per_s": statistics.median(rates[objective, precision]),
+                "min": min(rates[objective, precision]),
+                "max": max(rates[objective, precision]),
+            }
+            for precision in PRECISIONS
+        }
+        for objective in objectives
     }
 
 
-def training_throughput(samples, work: Path, objectives: tuple[str, ...], epochs: int = 3) -> dict:
-    """Samples/s of the real training loop per objective (median of epochs after the first)."""
-    rates = {}
-    for objective in objectives:
-        run = work / f"speed-{objective}"
-        config = TrainConfig(objective=objective, epochs=epochs)
-        if not (run / "metrics.jsonl").exists():
-            train(samples, config, run, cache_dir=work / "cache")
-        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        rates[objective] = statistics.median(x["samples_per_s"] for x in lines[1:] or lines)
-    return rates
+def gallery_embedding(captions: list[str], rounds: int = 3) -> dict:
+    """Captions embedded per second (swclip-lite text tower, batches of 256) per precision."""
+    device = resolve_device("auto")
+    backbone = create_backbone("swclip-lite", device=device).eval()
+    fns = [
+        in_precision(p, lambda: embed_captions(backbone, captions, device=device))
+        for p in PRECISIONS
+    ]
+    times = round_times(fns, rounds)
+    return {
+        precision: {
+            "captions": len(captions),
+            "captions_per_s": len(captions) / statistics.median(t),
+            "min": len(captions) / max(t),
+            "max": len(captions) / min(t),
+        }
+        for precision, t in zip(PRECISIONS, times, strict=True)
+    }
 
 
 def retrieval_row(q: torch.Tensor, gallery: torch.Tensor, k: int, faiss, repeats: int = 7) -> dict:
@@ -167,9 +248,12 @@ def retrieval(
     return rows
 
 
-def geoclip_localization(image_path: str, repeats: int = 3) -> dict:
-    """Per-image localization on GeoCLIP's own 100K gallery: the official predict (which encodes
-    the whole gallery on every call) against the same encoders with the gallery encoded once.
+def geoclip_localization(image_paths: list[str], rounds: int = 2, batch_size: int = 8) -> dict:
+    """Per-image localization on GeoCLIP's own 100K gallery, in the setting of an analyst who
+    localizes a layer of photos: the official ``predict`` (one image per call, which encodes the
+    whole gallery every time) against the same encoders with the gallery encoded once and the
+    layer's images decoded at the model's input size and encoded in batches, per precision; and
+    swclip-lite's image encoder the same way. Seconds per image = a layer's time / its images.
 
     GeoCLIP's CLIP ViT-L/14 weights come from a model hub, which this machine cannot reach; the
     official class is therefore built with its exact architecture and random CLIP weights
@@ -178,110 +262,123 @@ def geoclip_localization(image_path: str, repeats: int = 3) -> dict:
     """
     from geoclip import GeoCLIP
 
+    from swclip_core.data import load_image
+
     torch.manual_seed(0)
     official = GeoCLIP(from_pretrained=True, clip_pretrained=False).eval()
+    lite = create_backbone("swclip-lite").eval()
+    n = len(image_paths)
     with torch.no_grad():
-        official_s = median_time(lambda: official.predict(image_path, top_k=5), repeats)
+        # one timed call after a warm-up: it takes 20+ s, and the speed-up is what is reported
+        official_s = median_time(lambda: official.predict(image_paths[0], top_k=5), 1)
         start = time.perf_counter()
         gallery = F.normalize(official.location_encoder(official.gps_gallery), dim=1)
         encode_once_s = time.perf_counter() - start
+    lite_gallery = F.normalize(torch.randn(len(gallery), lite.embed_dim), dim=1)
 
-        def cached_predict():
-            from PIL import Image
+    def same_encoders():
+        for i in range(0, n, batch_size):
+            images = [load_image(p, min_side=224) for p in image_paths[i : i + batch_size]]
+            pixels = official.image_encoder.preprocess_image(images)
+            with autocast(torch.device("cpu")):
+                query = official.image_encoder(pixels).float()
+            top_k(F.normalize(query, dim=1), gallery, 5)
 
-            with Image.open(image_path) as image:
-                pixels = official.image_encoder.preprocess_image(image.convert("RGB"))
-            query = F.normalize(official.image_encoder(pixels), dim=1)
-            return top_k(query, gallery, 5)
+    def swclip_lite():
+        for i in range(0, n, batch_size):
+            pixels = torch.stack(
+                [
+                    lite.preprocess(load_image(p, min_side=256))
+                    for p in image_paths[i : i + batch_size]
+                ]
+            )
+            with autocast(torch.device("cpu")):
+                query = lite.encode_image(pixels).float()
+            top_k(F.normalize(query, dim=1), lite_gallery, 5)
 
-        cached_s = median_time(cached_predict, repeats)
-        lite = create_backbone("swclip-lite")
-        from swclip_core.data import load_image
-
-        lite_gallery = F.normalize(torch.randn(len(gallery), lite.embed_dim), dim=1)
-
-        def lite_predict():
-            pixels = lite.preprocess(load_image(image_path)).unsqueeze(0)
-            return top_k(F.normalize(lite.encode_image(pixels), dim=1), lite_gallery, 5)
-
-        lite_s = median_time(lite_predict, repeats)
-    return {
+    fns = [in_precision(p, fn) for fn in (same_encoders, swclip_lite) for p in PRECISIONS]
+    times = round_times(fns, rounds)
+    per_image = [statistics.median(t) / n for t in times]
+    result = {
         "gallery": len(gallery),
+        "images": n,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "auto": resolve_precision("auto", torch.device("cpu")),
         "official_predict_s": official_s,
         "gallery_encoding_once_s": encode_once_s,
-        "same_encoders_cached_gallery_s": cached_s,
-        "speedup_same_encoders": official_s / cached_s,
-        "swclip_lite_cached_gallery_s": lite_s,
-        "speedup_swclip_lite": official_s / lite_s,
     }
+    for i, name in enumerate(("same_encoders", "swclip_lite")):
+        for j, precision in enumerate(PRECISIONS):
+            seconds = per_image[i * len(PRECISIONS) + j]
+            result[f"{name}_{precision}_s"] = seconds
+            result[f"{name}_{precision}_speedup"] = official_s / seconds
+    return result
 
 
-def summarise_speed(result: dict) -> list[str]:
-    """Markdown lines for results.md."""
-    fe = result["feature_extraction"]
-    lines = [
-        "### Feature extraction (swclip-lite image trunk, batch 32)",
-        "",
-        f"Images decoded in {next(iter(fe.values()))['decode_workers']} worker processes (0: in "
-        "the main process, the default on a CPU, where the forward pass already uses every core; "
-        "see swclip_core.features.decode_workers), uint8 pixels normalised per batch.",
-        "",
-        "| data | images | pipeline images/s | bare forward images/s | ratio (target >= 0.90) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for name, row in fe.items():
-        lines.append(
-            f"| {name} | {row['images']} | {row['pipeline_images_per_s']:.1f} | "
-            f"{row['bare_forward_images_per_s']:.1f} | {row['ratio']:.2f} |"
-        )
-    lines += [
-        "",
-        "### Training throughput (cached features, samples/s)",
-        "",
-        "| objective | samples/s |",
-        "| --- | ---: |",
-    ]
-    lines += [f"| {k} | {v:.1f} |" for k, v in result["training"].items()]
-    lines += [
-        "",
-        "### Gallery retrieval (dim 256, top-5; target <= 1.2x best bare)",
-        "",
-        "Ours and the bare matmul are timed in turns (median of 7 rounds, 2 for the last row), "
-        "faiss after them (its idle OpenMP threads slowed whatever ran next). Ours scores at "
-        "most `MAX_BLOCK_BYTES` (256 MiB) of similarities at a time; the bare matmul holds the "
-        "whole (queries, gallery) matrix.",
-        "",
-        "| gallery | queries | ours ms/query | matmul ms/query | faiss ms/query | ours/best | "
-        "ours extra RSS MB | matmul extra RSS MB | gallery MB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in result["retrieval"]:
-        lines.append(
-            f"| {r['gallery']:,} | {r['queries']:,} | {r['ours_ms_per_query']:.3f}"
-            f" | {r['matmul_ms_per_query']:.3f}"
-            f" | {r.get('faiss_ms_per_query', float('nan')):.3f} | {r['ours_vs_best_bare']:.2f} |"
-            f" {r['ours_extra_rss_mb']:.0f} | {r['matmul_extra_rss_mb']:.0f} |"
-            f" {r['gallery_mb']:.0f} |"
-        )
-    g = result.get("geoclip")
-    if g:
-        lines += [
-            "",
-            f"### Per-image localization on GeoCLIP's {g['gallery']:,}-location gallery",
-            "",
-            "| pipeline | seconds per image | speed-up vs official (target >= 100x) |",
-            "| --- | ---: | ---: |",
-            f"| official geoclip `predict` (re-encodes the gallery each call) | "
-            f"{g['official_predict_s']:.2f} | 1.0x |",
-            f"| same encoders, gallery encoded once ({g['gallery_encoding_once_s']:.1f} s, "
-            f"cached) | {g['same_encoders_cached_gallery_s']:.3f} | "
-            f"{g['speedup_same_encoders']:.1f}x |",
-            f"| swclip-lite image encoder, cached gallery | {g['swclip_lite_cached_gallery_s']:.3f}"
-            f" | {g['speedup_swclip_lite']:.0f}x |",
-            "",
-            "GeoCLIP's CLIP ViT-L/14 weights live on a model hub that this machine cannot reach: "
-            "the official class ran with its exact architecture and random CLIP weights "
-            "(identical cost); its location encoder, image MLP and gallery are the official "
-            "ones from the geoclip package.",
-        ]
-    return lines
+def measure_all(work: Path, scenes, photo_paths: list[str], quick: bool = False) -> dict:
+    """Every speed figure; each finished part is kept in ``work/speed.json`` and not measured
+    again, so an interrupted run continues where it stopped."""
+    store = work / "speed.json"
+    result = json.loads(store.read_text()) if store.exists() else {}
+    scene_paths = scenes["image_path"].tolist()
+    captions = captions_for(scenes, CaptionTemplate())
+    parts = {
+        "feature_extraction": lambda: {
+            "generated scenes 256x192": feature_extraction(scene_paths[:96]),
+            "real photos (incl. 5760x2880 panoramas)": feature_extraction(photo_paths),
+        },
+        # the caption objectives share one encoder path (clip, semivariogram run like swclip)
+        "training": lambda: training_throughput(scenes, work, ("swclip", "geoclip")),
+        "gallery_embedding": lambda: gallery_embedding(captions * 2),
+        "retrieval": lambda: retrieval(
+            sizes=(10**3, 10**4) if quick else (10**3, 10**4, 10**5, 10**6),
+            batch=256 if quick else 1024,
+        ),
+    }
+    if not quick:
+        # 16 photos: a small layer; ViT-L/14 costs about 0.75 s an image on this CPU in float32
+        parts["geoclip"] = lambda: geoclip_localization(photo_paths[:16])
+    for name, measure in parts.items():
+        if name not in result:
+            load = os.getloadavg()[0]
+            result[name] = measure()
+            result.setdefault("load", {})[name] = [load, os.getloadavg()[0]]
+            result["date"] = time.strftime("%Y-%m-%d")  # of the last part measured
+            write_json(store, result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--work", type=Path, required=True, help="scratch folder; keep it to resume"
+    )
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.md/json are")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    scenes = datasets.generated_scenes(
+        datasets.SAMPLE_DATA / "places" / "isleofman_addresses.csv",
+        "isle-of-man",
+        args.work,
+        n=150 if args.quick else 400,
+        epochs=12,
+        country="Isle of Man",
+        min_per_street=3,
+    ).samples
+    photo_paths = datasets.photos(epochs=1).samples["image_path"].tolist()
+    result = measure_all(args.work, scenes, photo_paths, quick=args.quick)
+    json_path, md_path = args.out / "results.json", args.out / "results.md"
+    payload = json.loads(json_path.read_text()) if json_path.exists() else {}
+    payload["speed"] = result
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")  # as benchmarks.run writes it
+    markdown = md_path.read_text() if md_path.exists() else "# SW-CLIP benchmarks\n"
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(replace_section(markdown, "Speed", summarise_speed(result)))
+    print(f"wrote the Speed section of {md_path} and {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,16 +16,25 @@ notebook::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
+from .errors import ModelError
 from .io import ProgressFn
 from .objectives.registry import get_objective
-from .runs import caption_template, fingerprint, read_config, seed_everything, start_run
+from .runlock import owns_run_folder
+from .runs import (
+    CHECKPOINT,
+    caption_template,
+    fingerprint,
+    read_config,
+    seed_everything,
+    start_run,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -112,6 +121,7 @@ def read_locations(
     return frame if joins is None else apply_joins(frame, joins)
 
 
+@owns_run_folder
 def train(
     samples: pd.DataFrame,
     config: TrainConfig,
@@ -122,19 +132,25 @@ def train(
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``config.objective`` on ``samples`` into the run folder ``run_dir``."""
-    from .device import resolve_device
+    """Train ``config.objective`` on ``samples`` into the run folder ``run_dir``, which this
+    process owns meanwhile (:func:`~swclip_core.runlock.owns_run_folder`), its forward passes in
+    ``config.precision`` (recorded as the precision that ran)."""
+    from .device import precision_scope, resolve_device, resolve_precision
     from .runs import Run
 
+    device = resolve_device(config.device)
+    config = replace(config, precision=resolve_precision(config.precision, device))
     objective = get_objective(config.objective)
     config = objective.prepare(config, samples)
-    run_dir, samples, captions = start_run(
+    run_dir, samples, captions, config = start_run(
         samples, config, run_dir, marker=objective.marker, resume=resume
     )
+    if resume and (done := objective.finished(run_dir, config)):
+        return done
     seed_everything(config.seed)
-    device = resolve_device(config.device)
     run = Run(run_dir, config, samples, captions, device, cache_dir, resume, progress, cancel)
-    return objective.fit(run)
+    with precision_scope(config.precision):
+        return objective.fit(run)
 
 
 def load_trained(
@@ -145,7 +161,14 @@ def load_trained(
 
     config = read_config(run_dir)
     device = resolve_device(device) if isinstance(device, str) else device
-    return get_objective(config.objective).load(Path(run_dir), config, device), config
+    try:
+        return get_objective(config.objective).load(Path(run_dir), config, device), config
+    except (RuntimeError, KeyError) as error:  # weights of another shape or name
+        reason = str(error).strip("\"' \n").splitlines()[-1].strip()
+        raise ModelError(
+            f"{Path(run_dir) / CHECKPOINT} does not fit backbone {config.backbone!r} ({reason}); "
+            "train it again"
+        ) from None
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "auto") -> Model:

@@ -9,6 +9,8 @@ line (``swclip: error: ...``), never a traceback, and the exit code says what ha
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 from .cli_options import build_parser
 
 EXIT_OK = 0
-EXIT_PARTIAL = 4  # finished, but some input records were skipped (listed in skipped.csv)
+EXIT_PARTIAL = 4  # finished, but some input records were skipped (listed next to the output)
 
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_PARTIAL", "build_parser", "main"]
 
@@ -103,23 +105,21 @@ def report_joins(entries: list[dict], records: int) -> None:
         )
 
 
-def report_skipped(samples, out_folder: Path | None) -> int:
-    """Print the skipped records (and save them in ``out_folder``, the command's output folder,
-    when it has one); the exit code that reflects them."""
-    return report_skipped_list(samples.attrs.get("skipped", []), out_folder)
+def report_skipped(samples, output: Path | None, *, folder: bool = False) -> int:
+    """Print the skipped records and list them next to ``output`` (the command's output file, or
+    its output ``folder``), removing a stale list there when none was skipped; the exit code that
+    reflects them. Without an output they are printed only."""
+    return report_skipped_list(samples.attrs.get("skipped", []), output, folder=folder)
 
 
-def report_skipped_list(skipped: list[dict], out_folder: Path | None) -> int:
+def report_skipped_list(skipped: list[dict], output: Path | None, *, folder: bool = False) -> int:
     """:func:`report_skipped` of a list of skipped records."""
-    from .io import write_csv
-    from .outputs import skipped_table
+    from .outputs import write_skipped
 
+    path = write_skipped(skipped, output, folder=folder) if output is not None else None
     if not skipped:
         return EXIT_OK
-    where = ":"
-    if out_folder is not None:
-        path = write_csv(skipped_table(skipped), out_folder / "skipped.csv")
-        where = f"; the list with reasons is in {path}:"
+    where = f"; the list with reasons is in {path}:" if path is not None else ":"
     print(f"skipped {len(skipped)} record(s){where}", file=sys.stderr)
     for item in skipped[:10]:
         print(f"  {item['record']}: {item['reason']}", file=sys.stderr)
@@ -143,6 +143,7 @@ def command_train(args: argparse.Namespace) -> int:
         head_lr=args.head_lr,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         lambda_nc=args.lambda_nc,
         lambda_fair=args.lambda_fair,
         kernel=SpatialKernel(
@@ -168,7 +169,11 @@ def command_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         cancel=args.cancel,
     )
-    if result.epochs == 0:
+    if result.already_complete:
+        known = math.isfinite(result.final_loss)
+        loss = f", final loss {result.final_loss:.4f}" if known else ""
+        print(f"{result.run_dir} is already complete ({result.epochs} epochs{loss}); nothing to do")
+    elif result.epochs == 0:
         print(
             f"done: indexed {len(samples)} training images ({result.samples_per_s:.0f} images/s); "
             f"{config.objective} model in {result.run_dir}"
@@ -178,7 +183,7 @@ def command_train(args: argparse.Namespace) -> int:
             f"done: {result.epochs} epochs, final loss {result.final_loss:.4f}, "
             f"{result.samples_per_s:.0f} samples/s; model in {result.run_dir}"
         )
-    return report_skipped(samples, args.out)
+    return report_skipped(samples, args.out, folder=True)
 
 
 def load_gallery_table(args: argparse.Namespace, config):
@@ -193,14 +198,17 @@ def load_gallery_table(args: argparse.Namespace, config):
 def run_evaluation(args: argparse.Namespace, protocol: str):
     from .evaluation import evaluate
 
-    options = evaluation_options(args, protocol)
+    options, gallery_skipped = evaluation_options(args, protocol)
     samples = enrich(read_input(args), args)
+    # the gallery's unusable rows are reported with the samples'
+    samples.attrs["skipped"] = samples.attrs.get("skipped", []) + gallery_skipped
     return samples, evaluate(samples=samples, **options)
 
 
-def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
+def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, list[dict]]:
     """Everything :func:`evaluate` needs but the samples: the model, its gallery (built once,
-    however many chunks of a layer are then localized against it) and the options."""
+    however many chunks of a layer are then localized against it) and the options; and the
+    gallery rows that could not be used (skipped records)."""
     from .api import embed_gallery, load_model
     from .device import resolve_device
     from .errors import InputError
@@ -219,11 +227,12 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
     if fuse is not None:
         knn = load_knn(fuse, device)
     cache_dir = args.cache_dir or default_cache_dir()
-    gallery = None
+    gallery, skipped = None, []
     if protocol == "open" and model.knn is None:
         table = load_gallery_table(args, config)
+        skipped = list(table.attrs.get("skipped", []))
         gallery = embed_gallery(table, model, cache_dir=cache_dir, index=args.index)
-    return dict(
+    options = dict(
         backbone=model.network,
         config=config,
         device=device,
@@ -242,6 +251,7 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> dict:
         knn_weight=getattr(args, "knn_weight", 0.5),
         knn_temperature=getattr(args, "knn_temperature", 0.05),
     )
+    return options, skipped
 
 
 def region_polygons(args: argparse.Namespace):
@@ -275,7 +285,7 @@ def command_predict(args: argparse.Namespace) -> int:
         raise InputError(
             f"--chunk-rows must be a positive number of records, not {args.chunk_rows}"
         )
-    options = evaluation_options(args, "open")
+    options, skipped = evaluation_options(args, "open")
     regions, region_field = region_polygons(args)
     # A layer larger than memory is read, localized and written chunk by chunk; grid regions are
     # laid out around the whole layer, so with --region-grid-m it is read at once.
@@ -285,7 +295,6 @@ def command_predict(args: argparse.Namespace) -> int:
         chunks = iter([read_input(args)])
     first = next(chunks)  # there is always one: the input's CRS is the output's default
     out_crs = args.out_crs or first.attrs.get("source_crs", "EPSG:4326")
-    skipped: list[dict] = []
     joins: list[list[dict]] = []
 
     def localized():
@@ -328,7 +337,7 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.map:
         title = f"swclip predict with {args.model.name}"
         print(f"wrote {render_error_map(predictions, args.map, title=title)}")
-    return report_skipped_list(skipped, args.out.parent)
+    return report_skipped_list(skipped, args.out)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -339,6 +348,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
     samples, evaluation = run_evaluation(args, args.protocol)
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
     s = evaluation.summary
+    queries = evaluation.context["neighbour_queries"]
+    if queries < s["n"]:
+        print(
+            f"ssi, city_align: mean over a seeded random {queries:,} of the {s['n']:,} located "
+            "photos (their neighbours searched among all of them)"
+        )
     print(
         "accuracy: "
         + ", ".join(
@@ -349,7 +364,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
         write_json(args.json, {"summary": s, "context": evaluation.context})
         print(f"wrote {args.json}")
     # no output folder without --json: the skipped records are printed only
-    return report_skipped(samples, args.json.parent if args.json else None)
+    return report_skipped(samples, args.json)
 
 
 def command_probe(args: argparse.Namespace) -> int:
@@ -389,7 +404,7 @@ def command_probe(args: argparse.Namespace) -> int:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
     # no output folder without --json: the skipped records are printed only
-    return report_skipped(samples, args.json.parent if args.json else None)
+    return report_skipped(samples, args.json)
 
 
 def command_demo(args: argparse.Namespace) -> int:
@@ -434,7 +449,6 @@ def command_gallery(args: argparse.Namespace) -> int:
 
         model = load_model(args.model, args.device)
         template = caption_template(model.config)  # the captions the model was trained on
-    samples = None
     if args.from_input is not None:
         samples = enrich(read_samples(args.from_input, layer=args.layer), args)
         table = gallery_from_samples(samples, template)
@@ -457,9 +471,19 @@ def command_gallery(args: argparse.Namespace) -> int:
             template=template,
             layer=args.layer,
         )
+    skipped: list[dict] = []
+
+    def listing_skipped(chunks):  # chunks are written as they come: note what each left out
+        for chunk in chunks:
+            skipped.extend(chunk.attrs.get("skipped", []))
+            yield chunk
+
+    if not isinstance(table, pd.DataFrame):
+        table = listing_skipped(table)
     path = save_gallery(table, args.out)
     if not isinstance(table, pd.DataFrame):  # written chunk by chunk: read back what was saved
         table = gallery_from_file(path, template)
+        table.attrs["skipped"] = skipped
     print(f"wrote {path}: {len(table)} gallery locations (layer gallery)")
     if args.model is not None:
         from .api import embed_gallery
@@ -468,7 +492,7 @@ def command_gallery(args: argparse.Namespace) -> int:
         cache_dir = args.cache_dir or default_cache_dir()
         embed_gallery(table, model, cache_dir=cache_dir, index=args.index)
         print(f"embedded its {len(table)} captions for {args.model} (cached in {cache_dir})")
-    return EXIT_OK if samples is None else report_skipped(samples, args.out.parent)
+    return report_skipped(table, args.out)
 
 
 def command_surface(args: argparse.Namespace) -> int:
@@ -511,21 +535,51 @@ COMMANDS = {
 }
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command with its forward passes in its ``--precision``."""
+    precision = getattr(args, "precision", None)
+    if precision is None:  # the default (device.resolve_precision)
+        return COMMANDS[args.command](args)
+    from .device import precision_scope, resolve_device, resolve_precision
+
+    resolve_precision(precision, resolve_device(args.device))  # refuse fp16 on a CPU up front
+    with precision_scope(precision):
+        return COMMANDS[args.command](args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swclip`` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    from .errors import SwclipError
+    from .errors import DiskFullError, SwclipError
 
     try:
-        return COMMANDS[args.command](args)
+        return run_command(args)
     except SwclipError as error:
         if args.debug:
             raise
         print(f"swclip: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("swclip: cancelled", file=sys.stderr)
+        print(f"swclip: {cancel_message(args)}", file=sys.stderr)
         return 130
+    except OSError as error:  # a full disk outside the writers that name their file
+        if error.errno != errno.ENOSPC or args.debug:
+            raise
+        full = DiskFullError(error.filename or "a temporary file")
+        print(f"swclip: error: {full}", file=sys.stderr)
+        return full.exit_code
+
+
+def cancel_message(args: argparse.Namespace) -> str:
+    """What a cancelled command leaves: outputs are written whole or not at all, and a training
+    run keeps the epochs it finished."""
+    from .runs import CHECKPOINT
+
+    if args.command == "train" and (Path(args.out) / CHECKPOINT).is_file():
+        return (
+            f"cancelled; {args.out} keeps the epochs finished so far (continue them with --resume)"
+        )
+    return "cancelled; no output was written"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ exit codes:
   1    unexpected failure (run again with --debug and report the traceback)
   2    the input cannot be used (missing file or column, unknown CRS, no usable record...)
   3    the model cannot be loaded (wrong folder, missing weights)
-  4    done, but some input records were skipped; they are listed in skipped.csv
+  4    done, but some input records were skipped; they are listed with the reason in
+       OUTPUT.skipped.csv next to the output file (skipped.csv in a run folder)
+  5    no space left on device: the file being written was removed (nothing was changed);
+       free space and run again
   130  cancelled (Ctrl-C)
 
 input formats:
@@ -59,8 +62,19 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = True) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda[:N]")
+    if precision:
+        from .config import PRECISIONS
+
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            help="precision of the forward passes (losses stay float32): auto = float16 "
+            "autocast on a GPU (bfloat16 where it has it), bfloat16 on CPUs with native "
+            "bfloat16 (AMX, AVX512-BF16), float32 elsewhere; default: auto on a GPU, fp32 on "
+            "a CPU. The precision used is recorded in config.json / the --json report",
+        )
     parser.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/swclip)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -85,7 +99,7 @@ def metres_or(word: str | None):
 
 
 def add_index_option(parser: argparse.ArgumentParser) -> None:
-    from .gallery_index import EXACT_MAX_ENTRIES, INDEX_KINDS
+    from .config import EXACT_MAX_ENTRIES, INDEX_KINDS
 
     parser.add_argument(
         "--index",
@@ -402,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
-    add_runtime_options(demo)
+    add_runtime_options(demo, precision=False)
 
     probe = commands.add_parser(
         "probe",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .io import write_json
 from .objectives.registry import REGISTRY
 
@@ -22,9 +23,19 @@ KERNELS = ("exponential", "gaussian")
 # The first is the default: in `make bench` ``mode`` cut ``weighted``'s median error sharply where
 # candidates sit in far-apart towns and was within one seed's spread of it elsewhere
 # (benchmarks/results.md, "Prediction methods").
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see device.resolve_precision
 METHODS = ("mode", "weighted", "top1")
 MODE_RADIUS_M = 5_000.0  # about a town: candidates closer than this count as one place
 DEFAULT_METHOD = METHODS[0]
+# How a gallery is searched (swclip_core.gallery_index); here so the command line lists them
+# without importing torch or faiss.
+INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
+#: Up to this many entries ``auto`` searches exactly: where exact search costs about 20 ms per
+#: photo (a 10,000-photo layer in about 3 minutes). Measured with benchmarks/scale.py on the 2-core
+#: development machine (shared, under load), 100 real-caption queries, dim 256, float16 on disk:
+#: exact 6.5 ms/query at 10^5 entries and 116 ms at 10^6 (linear in the entries: 20 ms near
+#: 3·10^5); ivf 0.9 and 5.1 ms/query, recall@5 0.99 and 0.97, built once in 22 s and 241 s.
+EXACT_MAX_ENTRIES = 300_000
 # Records of a CSV or vector layer that `swclip predict` reads, localizes and writes at a time:
 # a few megabytes of table and its image features, whatever the size of the layer.
 CHUNK_ROWS = 20_000
@@ -89,7 +100,13 @@ class TrainConfig:
     caption_precision: int = 5
     seed: int = 0
     device: str = "auto"
+    # Forward-pass precision (device.PRECISIONS; None: the default, device.resolve_precision);
+    # set to the precision that ran when training starts, so config.json records it.
+    precision: str | None = None
     num_workers: int | None = None  # image-decoding processes; None: features.decode_workers
+    # Content digest of the training samples (train.samples_digest), set when a run starts, so
+    # that --resume refuses other input.
+    input_digest: str | None = None
 
     def validate(self) -> None:
         """Raise InputError on settings that cannot work, naming the option and the choices."""
@@ -107,6 +124,8 @@ class TrainConfig:
             raise InputError("the kernel scale (metres) must be positive, or auto")
         if self.kernel.cutoff_m is not None and self.kernel.cutoff_m <= 0:
             raise InputError("the kernel cutoff (metres) must be positive, or none")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
         if self.gps_queue_size < 0 or self.gps_noise_m < 0:
             raise InputError("gps_queue_size and gps_noise_m must be >= 0")
 
@@ -115,14 +134,74 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        kernel = SpatialKernel(**data.pop("kernel", {}))
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(kernel=kernel, **{k: v for k, v in data.items() if k in known})
+        """The config in ``data`` (as :meth:`to_dict` writes it), checked against the dataclass:
+        :class:`ValueError` names an unknown key, a missing or mistyped value, or a setting that
+        cannot work (:meth:`validate`)."""
+        data = dict(_checked(cls, data, ""))
+        config = cls(
+            kernel=SpatialKernel(**_checked(SpatialKernel, data.pop("kernel", {}), "kernel.")),
+            **data,
+        )
+        try:
+            config.validate()
+        except InputError as error:
+            raise ValueError(str(error)) from None
+        return config
 
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config saved in a run folder; :class:`ModelError` (one line naming the file and
+        what is wrong) when it cannot be read or does not describe a run."""
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ModelError(
+                f"{path} does not exist; is {path.parent} a run folder from `swclip train`?"
+            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from None
+        except json.JSONDecodeError as error:
+            raise ModelError(
+                f"{path} is not valid JSON ({error.msg} at line {error.lineno}); the run folder "
+                "is damaged: train it again"
+            ) from None
+        except ValueError as error:
+            raise ModelError(f"{path} does not describe a run: {error}; train it again") from None
+
+
+def _checked(cls: type, data: Any, prefix: str) -> dict[str, Any]:
+    """``data`` if it holds only fields of dataclass ``cls``, each of its declared type (missing
+    ones take their defaults); else :class:`ValueError` naming the first wrong setting."""
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the file"
+        raise ValueError(f"{where} must be a JSON object, not {json.dumps(data)[:40]}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown setting {prefix}{unknown[0]}")
+    for name, value in data.items():
+        declared = typing.get_args(hints[name]) or (hints[name],)
+        if not any(_is_a(value, expected) for expected in declared):
+            wanted = " or ".join(
+                "an object" if dataclasses.is_dataclass(t) else _TYPE_NAMES.get(t, t.__name__)
+                for t in declared
+            )
+            raise ValueError(f"{prefix}{name} must be {wanted}, not {json.dumps(value)[:40]}")
+    return data
+
+
+_TYPE_NAMES = {type(None): "null", float: "a number", int: "an integer", str: "text"}
+
+
+def _is_a(value: Any, expected: type) -> bool:
+    if isinstance(value, bool):  # JSON true is no number
+        return expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    if dataclasses.is_dataclass(expected):  # checked field by field by its own _checked
+        return isinstance(value, dict)
+    return isinstance(value, expected)

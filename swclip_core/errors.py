@@ -22,6 +22,18 @@ class ModelError(SwclipError):
     exit_code = 3
 
 
+class DiskFullError(SwclipError):
+    """A write failed because its disk is full; what was being written was removed."""
+
+    exit_code = 5
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"No space left on device while writing {path}; free space and run again (nothing "
+            "was changed)"
+        )
+
+
 class CancelledError(SwclipError):
     """The caller asked to stop; nothing partial was written."""
 

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 from .captions import captions_for
 from .config import DEFAULT_METHOD, MODE_RADIUS_M
-from .device import autocast
+from .device import autocast, current_precision
 from .errors import InputError
 from .features import extract_image_features
 from .fusion import KNN_WEIGHT, fuse_predictions
 from .geo import haversine_m, pairwise_haversine_m
-from .io import ProgressFn
+from .io import ProgressFn, progress_span
 from .losses import MAX_LOGIT_SCALE
 from .metrics import city_align, error_summary, geo_align, recall_at_k, ssi
 from .objectives.image_knn import KNN_TEMPERATURE, KnnLocalizer
@@ -34,6 +34,7 @@ from .retrieval import Gallery, build_gallery, localize
 from .runs import caption_template
 
 PROTOCOLS = ("closed", "open")
+EMBED_SHARE = 0.8  # share of the progress given to the photos' features; retrieval the rest
 TABLE1_COLUMNS = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
 
 
@@ -49,6 +50,11 @@ class Evaluation:
         return {key: self.summary[key] for key in TABLE1_COLUMNS}
 
 
+# Images embedded per round: only this many frozen trunk features (1280 floats each for
+# swclip-lite) are held at once, so memory follows the (smaller) embeddings of the whole layer.
+EMBED_CHUNK = 4096
+
+
 @torch.no_grad()
 def embed_images(
     backbone,
@@ -60,20 +66,25 @@ def embed_images(
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """L2-normalised image embeddings (N, D) on the CPU."""
-    features = extract_image_features(
-        backbone,
-        image_paths,
-        device=device,
-        cache_dir=cache_dir,
-        use_cache=not trunk_finetuned,
-        progress=progress,
-        cancel=cancel,
-    )
+    """L2-normalised image embeddings (N, D) on the CPU, computed :data:`EMBED_CHUNK` at a time."""
     backbone.eval()
-    with autocast(device):
-        embeddings = backbone.image_head(features.to(device)).float()
-    return F.normalize(embeddings, dim=-1).cpu()
+    n = len(image_paths)
+    embeddings = torch.empty((n, backbone.embed_dim), dtype=torch.float32)
+    for start in range(0, n, EMBED_CHUNK):
+        stop = min(start + EMBED_CHUNK, n)
+        features = extract_image_features(
+            backbone,
+            image_paths[start:stop],
+            device=device,
+            cache_dir=cache_dir,
+            use_cache=not trunk_finetuned,
+            progress=progress_span(progress, start / n, stop / n),
+            cancel=cancel,
+        )
+        with autocast(device):
+            chunk = backbone.image_head(features.to(device)).float()
+        embeddings[start:stop] = F.normalize(chunk, dim=-1).cpu()
+    return embeddings
 
 
 def caption_table(samples: pd.DataFrame, template) -> pd.DataFrame:
@@ -160,13 +171,14 @@ def evaluate(
         device=device,
         trunk_finetuned=config.mode == "finetune",
         cache_dir=cache_dir,
-        progress=progress,
+        progress=progress_span(progress, 0.0, EMBED_SHARE),
         cancel=cancel,
     )
 
     def embed(table: pd.DataFrame) -> torch.Tensor:
         return objective.embed_gallery(backbone, table, device)
 
+    _stage(progress, EMBED_SHARE, f"localizing {len(samples):,} photos")
     if protocol == "closed":
         gallery = build_gallery(
             backbone,
@@ -218,6 +230,7 @@ def evaluate(
             knn_weight=knn_weight,
             **rule,
         )
+    _stage(progress, 0.95, f"localized {len(samples):,} photos; scoring")
     errors, summary = location_scores(pred, samples, image_emb, figures=figures)
     rank = np.full(len(samples), -1)
     if protocol == "closed":
@@ -233,6 +246,7 @@ def evaluate(
     context = {
         "protocol": protocol,
         "gallery_size": len(gallery),
+        "neighbour_queries": neighbour_queries(summary),
         "k": k,
         "method": method,
         "mode_radius_m": mode_radius_m,
@@ -241,6 +255,7 @@ def evaluate(
         "backbone": config.backbone,
         "objective": config.objective,
         "seed": config.seed,
+        "precision": current_precision(device),
     }
     if knn is not None:
         context.update(
@@ -294,6 +309,14 @@ def embedding_metrics(image_emb: torch.Tensor, samples: pd.DataFrame) -> dict[st
     }
 
 
+def neighbour_queries(summary: dict[str, float]) -> int:
+    """How many samples SSI and City-Align averaged over (all located ones, or a seeded sample
+    of :data:`metrics.NEIGHBOUR_QUERIES` of them)."""
+    from . import metrics  # read at call time, like the metrics themselves
+
+    return min(int(summary["n"]), metrics.NEIGHBOUR_QUERIES)
+
+
 def prediction_table(
     samples: pd.DataFrame,
     pred,
@@ -333,6 +356,12 @@ def prediction_table(
     )
 
 
+def _stage(progress: ProgressFn | None, fraction: float, message: str) -> None:
+    """Report the start of a stage that has no finer progress of its own."""
+    if progress is not None:
+        progress(fraction, message)
+
+
 def _evaluate_against_training_images(
     knn: KnnLocalizer | None,
     config,
@@ -363,6 +392,7 @@ def _evaluate_against_training_images(
     context = {
         "protocol": protocol,
         "gallery": "training images",
+        "neighbour_queries": neighbour_queries(summary),
         "gallery_size": len(knn.table),
         "k": k,
         "method": method,
@@ -371,5 +401,6 @@ def _evaluate_against_training_images(
         "backbone": config.backbone,
         "objective": config.objective,
         "seed": config.seed,
+        "precision": current_precision(knn.device),
     }
     return Evaluation(prediction_table(samples, pred, errors, rank, knn.table), summary, context)

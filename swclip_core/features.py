@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .data.tensors import ImageDataset, split_preprocess
-from .device import autocast
+from .device import autocast, precision_tag
 from .errors import CancelledError
 from .io import ProgressFn, default_cache_dir, file_digest, save_npy
 
@@ -74,13 +74,17 @@ def extract_image_features(
     whose image tower was fine-tuned (its features are no longer those of ``backbone.cache_key``).
     ``num_workers`` decoding processes: None chooses (:func:`decode_workers`).
     """
-    cache = (
-        FeatureCache(cache_dir or default_cache_dir(), backbone.cache_key) if use_cache else None
-    )
-    digests = [file_digest(p) for p in image_paths] if cache else []
-    features: list[np.ndarray | None] = (
-        [cache.load(d) for d in digests] if cache else [None] * len(image_paths)
-    )
+    # Features computed in another precision are other numbers: each precision has its own.
+    key = backbone.cache_key + precision_tag(backbone.feature_precision())
+    cache = FeatureCache(cache_dir or default_cache_dir(), key) if use_cache else None
+    features: list[np.ndarray | None] = [None] * len(image_paths)
+    digests: list[str] = []
+    if cache:
+        # A layer may list one file many times: hash and load it once.
+        digest_of = {path: file_digest(path) for path in dict.fromkeys(image_paths)}
+        digests = [digest_of[path] for path in image_paths]
+        loaded = {digest: cache.load(digest) for digest in dict.fromkeys(digests)}
+        features = [loaded[digest] for digest in digests]
     missing = [i for i, f in enumerate(features) if f is None]
     if missing:
         # Workers decode and crop to uint8 pixels; scaling and normalisation run per batch on

@@ -45,9 +45,22 @@ MAX_STREAMED_GALLERY_SIZE = 50_000_000
 LINE_CHUNK_POINTS = 500_000
 
 
-def _finish(table: pd.DataFrame, template: CaptionTemplate, source: object) -> pd.DataFrame:
-    """lat, lon, the label columns (None when absent) and a fresh caption, in that order."""
-    table = table.dropna(subset=["lat", "lon"]).reset_index(drop=True)
+def _finish(
+    table: pd.DataFrame,
+    template: CaptionTemplate,
+    source: object,
+    skipped: list[dict[str, str]] | None = None,
+) -> pd.DataFrame:
+    """lat, lon, the label columns (None when absent) and a fresh caption, in that order.
+
+    ``attrs["skipped"]`` lists the source's records left out (``skipped``, from the reader) and
+    the rows without coordinates left out here, each named ``gallery ...`` with its reason."""
+    located = table[["lat", "lon"]].notna().all(axis=1).to_numpy()
+    skipped = list(skipped or []) + [
+        {"record": f"{source} row {row + 1}", "reason": "no coordinates"}
+        for row in np.flatnonzero(~located)
+    ]
+    table = table[located].reset_index(drop=True)
     if table.empty:
         raise InputError(f"gallery {source} holds no location with coordinates")
     if len(table) > MAX_GALLERY_SIZE:
@@ -59,7 +72,11 @@ def _finish(table: pd.DataFrame, template: CaptionTemplate, source: object) -> p
     for column in LABEL_COLUMNS:
         values = table[column] if column in table else pd.Series([None] * len(table))
         out[column] = text_values(values).to_numpy()
-    return out.assign(caption=captions_for(out, template))
+    out = out.assign(caption=captions_for(out, template))
+    out.attrs["skipped"] = [
+        {"record": f"gallery {s['record']}", "reason": s["reason"]} for s in skipped
+    ]
+    return out
 
 
 def _check_spacing(spacing_m: float) -> None:
@@ -83,7 +100,7 @@ def gallery_from_samples(
     table = pd.DataFrame({c: samples[c] for c in ("lat", "lon", *LABEL_COLUMNS) if c in samples})
     # Two photos of one place give one gallery entry: a repeated caption adds nothing.
     table = table.drop_duplicates().reset_index(drop=True)
-    return _finish(table, template, "from samples")
+    return _finish(table, template, "from samples", samples.attrs.get("skipped"))
 
 
 def gallery_along_lines(
@@ -167,7 +184,9 @@ def gallery_chunks_along_lines(
         points = gpd.GeoSeries(shapely.line_interpolate_point(local[part_of], distance), crs=crs)
         table = labels.loc[parts.index[part_of]].reset_index(drop=True)
         table["lat"], table["lon"] = _lat_lon(points)
-        yield _finish(table, template, _label(lines))
+        # the features left out are listed once, with the first chunk
+        skipped = frame.attrs.get("skipped") if first == 0 else None
+        yield _finish(table, template, _label(lines), skipped)
         first = last
 
 
@@ -224,7 +243,7 @@ def gallery_grid(
     points = gpd.GeoSeries(gpd.points_from_xy(grid["x"], grid["y"]), crs=local.crs)
     table = pd.DataFrame({"city": None if names is None else names.to_numpy()[grid["polygon"]]})
     table["lat"], table["lon"] = _lat_lon(points)
-    return _finish(table, template, _label(polygon_layer))
+    return _finish(table, template, _label(polygon_layer), polygons.attrs.get("skipped"))
 
 
 def gallery_from_points(
@@ -254,7 +273,7 @@ def gallery_from_points(
         )
     table = _labels(frame)
     table["lat"], table["lon"] = _lat_lon(frame.geometry)
-    return _finish(table, template, _label(layer))
+    return _finish(table, template, _label(layer), frame.attrs.get("skipped"))
 
 
 def gallery_from_file(path: str | Path, template: CaptionTemplate) -> pd.DataFrame:

@@ -21,16 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import EXACT_MAX_ENTRIES, INDEX_KINDS
 from .errors import InputError
 from .io import atomic_path
 
-INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
-#: Up to this many entries ``auto`` searches exactly: where exact search costs about 20 ms per
-#: photo (a 10,000-photo layer in about 3 minutes). Measured with benchmarks/scale.py on the 2-core
-#: development machine (shared, under load), 100 real-caption queries, dim 256, float16 on disk:
-#: exact 6.5 ms/query at 10^5 entries and 116 ms at 10^6 (linear in the entries: 20 ms near
-#: 3·10^5); ivf 0.9 and 5.1 ms/query, recall@5 0.99 and 0.97, built once in 22 s and 241 s.
-EXACT_MAX_ENTRIES = 300_000
 CANDIDATES_PER_RESULT = 4
 #: Vectors handed to faiss (and read from disk) at once while an index is built.
 ADD_BLOCK = 65_536

@@ -11,13 +11,19 @@ Nothing here imports torch, pandas or GDAL at module level: this module sits und
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
+import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .errors import DiskFullError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,17 +62,76 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name keeps the suffix (GDAL and Pillow pick their format from it) and carries
-    the process id, so two processes writing the same file never share a temporary one.
+    the process id, so two processes writing the same file never share a temporary one, and the
+    temporary files of a process that died (kill -9) are removed by the next write of ``path``.
+    A write that fails on a full disk raises :class:`DiskFullError` naming ``path``; either way
+    the temporary file (and any SQLite journal beside it) is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    tmp.unlink(missing_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+        tmp.unlink(missing_ok=True)
+    except OSError as error:
+        if disk_full(error, path.parent):
+            raise DiskFullError(path) from error
+        raise
     try:
         yield tmp
         tmp.replace(path)
+    except DiskFullError:
+        raise  # a write nested in this one (a cache filled by the rows being written) named it
+    except Exception as error:
+        if disk_full(error, path.parent):
+            raise DiskFullError(path) from error
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, *tmp.parent.glob(glob.escape(tmp.name) + "-*")):
+            leftover.unlink(missing_ok=True)
+
+
+# A temporary name of atomic_path: .<stem>.<pid>.partial<suffix>, plus GDAL's -journal/-wal.
+_PARTIAL = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d+)\.partial")
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Remove the temporary files of ``path`` that processes no longer running left behind."""
+    pattern = glob.escape(f".{path.stem}.") + "*.partial*"
+    for candidate in path.parent.glob(pattern):
+        found = _PARTIAL.match(candidate.name)
+        if found and found["stem"] == path.stem and not _running(int(found["pid"])):
+            candidate.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+# Below this much free space a failed write is taken for a full disk: GDAL, SQLite and torch's
+# zip writer report ENOSPC in words of their own ("no such table", "unexpected pos").
+FULL_BELOW_BYTES = 1 << 20
+
+
+def disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether ``error``, raised while writing into ``folder``, comes from a full disk."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail  # root may use reserved ones
+    return blocks * stats.f_frsize < FULL_BELOW_BYTES
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -81,10 +146,28 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection); OWASP's
+# rule is to prefix such a cell with a single quote, which shows it as the text it is.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula prefixed by ``'``
+    (numbers, negative ones included, are left as they are)."""
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or str(safe[column].dtype) == "string":
+            safe[column] = safe[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+            )
+    return safe
+
+
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """A data frame as CSV without its index, written atomically."""
+    """A data frame as CSV without its index, written atomically, its formula-like text cells
+    neutralised (:func:`spreadsheet_safe`)."""
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+        spreadsheet_safe(table).to_csv(tmp, index=False)
     return Path(path)
 
 
@@ -92,9 +175,11 @@ def save_torch(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` written atomically (checkpoints, cached embeddings)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    # Serialised in memory first: written by Python, a full disk is a plain ENOSPC rather than
+    # torch's "enforce fail at inline_container.cc ... unexpected pos".
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 def save_npy(array: Any, path: str | os.PathLike) -> Path:

@@ -1,6 +1,6 @@
 """The epoch loop that every trained objective shares.
 
-Batches, optimiser and schedule steps, mixed precision on CUDA, one metrics line per epoch, a
+Batches, optimiser and schedule steps, loss scaling for float16, one metrics line per epoch, a
 checkpoint after every epoch (so a run resumes where it stopped), progress and cancel. Objectives
 differ only in what they hand to :func:`run_epochs`: a model, its batch loss and any state of their
 own (GeoCLIP's GPS queue, for instance).
@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from .batches import nearest_neighbours, neighbourhood_batches, random_batches
 from .config import TrainConfig
+from .device import current_precision
 from .errors import CancelledError, ModelError
 from .features import decode_workers
-from .io import ProgressFn, save_torch
-from .runs import CHECKPOINT, METRICS, Run
+from .io import ProgressFn, save_torch, write_bytes
+from .runs import CHECKPOINT, METRICS, RESUME_KEYS, Run, load_checkpoint
 
 FEATURE_SHARE = 0.2  # share of a run's progress given to feature extraction in cached mode
 
@@ -41,6 +42,52 @@ class TrainResult:
     epochs: int
     final_loss: float
     samples_per_s: float
+    already_complete: bool = False  # resumed a run that had trained all its epochs: nothing done
+
+
+def finished_run(run_dir: Path, epochs: int) -> TrainResult | None:
+    """The result of the run in ``run_dir`` if its checkpoint has all ``epochs`` (a resume then
+    has nothing to do), else None."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path, needs=RESUME_KEYS)
+    if state["epoch"] < epochs:
+        return None
+    record = state.get("record") or {}
+    return TrainResult(
+        run_dir,
+        int(state["epoch"]),
+        float(record.get("loss", math.nan)),
+        float(record.get("samples_per_s", 0.0)),
+        already_complete=True,
+    )
+
+
+def resumed_metrics(run_dir: Path, state: dict) -> list[dict]:
+    """The metrics lines of the epochs ``state`` (a checkpoint) holds, and no others: a run
+    killed between its checkpoint and its metrics line gets the line from the checkpoint, and
+    lines of epochs past the checkpoint (an older layout wrote them first) are dropped."""
+    records = []
+    path = run_dir / METRICS
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill
+                continue
+            if isinstance(record, dict) and record.get("epoch", math.inf) <= state["epoch"]:
+                records.append(record)
+    epochs = {record.get("epoch") for record in records}
+    if state["epoch"] not in epochs and state.get("record"):
+        records.append(state["record"])
+    return records
+
+
+def write_metrics(run_dir: Path, records: list[dict]) -> None:
+    """metrics.jsonl, one line per finished epoch, replaced whole (never half a line)."""
+    path = run_dir / METRICS
+    write_bytes(path, "".join(json.dumps(record) + "\n" for record in records).encode())
 
 
 class BatchPlan:
@@ -111,10 +158,11 @@ def run_epochs(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_schedule(total_steps, max(1, int(config.warmup_fraction * total_steps)))
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler("cuda", enabled=current_precision(device) == "fp16")
     start_epoch = 0
     if run.resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint_path, needs=RESUME_KEYS)
         if state.get("objective", objective.name) != objective.name:
             raise ModelError(
                 f"{checkpoint_path} was trained with objective {state['objective']!r}; "
@@ -127,73 +175,78 @@ def run_epochs(
         if objective.load_extra_state is not None:
             objective.load_extra_state(state["extra"])
         start_epoch = state["epoch"]
+        records = resumed_metrics(run_dir, state)
+    else:
+        records = []  # a fresh run: lines of a killed earlier attempt describe no checkpoint
 
     loss_value, samples_per_s = float("nan"), 0.0
-    with open(run_dir / METRICS, "a") as log:
-        bar = tqdm(range(start_epoch, config.epochs), desc=f"train {objective.name}", unit="epoch")
-        for epoch in bar:
-            if objective.on_epoch_start is not None:
-                objective.on_epoch_start(epoch)
-            objective.model.train(objective.train_mode)
-            batches = plan.epoch()
-            loader = (
-                DataLoader(
-                    objective.images,
-                    batch_sampler=batches,
-                    num_workers=decode_workers(device, config.num_workers),
-                )
-                if objective.images is not None
-                else ((None, None) for _ in batches)
+    write_metrics(run_dir, records)
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {objective.name}", unit="epoch")
+    for epoch in bar:
+        if objective.on_epoch_start is not None:
+            objective.on_epoch_start(epoch)
+        objective.model.train(objective.train_mode)
+        batches = plan.epoch()
+        loader = (
+            DataLoader(
+                objective.images,
+                batch_sampler=batches,
+                num_workers=decode_workers(device, config.num_workers),
             )
-            started = time.perf_counter()
-            totals: dict[str, float] = {}
-            for step, (idx, (batch_images, _)) in enumerate(zip(batches, loader, strict=True)):
-                if cancel is not None and cancel():
-                    raise CancelledError("training cancelled; the last finished epoch is kept")
-                loss, figures = objective.batch_loss(idx, batch_images)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                for key, value in {**figures, "loss": float(loss.detach())}.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                if progress is not None:
-                    done = (epoch - start_epoch) * len(batches) + step + 1
-                    progress(
-                        done / ((config.epochs - start_epoch) * len(batches)),
-                        f"epoch {epoch + 1}/{config.epochs}",
-                    )
-            seconds = time.perf_counter() - started
-            samples_per_s = sum(len(b) for b in batches) / seconds
-            loss_value = totals["loss"] / len(batches)
-            if not math.isfinite(loss_value):
-                raise ModelError(
-                    f"training diverged at epoch {epoch + 1} (loss {loss_value}); "
-                    "lower --lr / --head-lr"
+            if objective.images is not None
+            else ((None, None) for _ in batches)
+        )
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        for step, (idx, (batch_images, _)) in enumerate(zip(batches, loader, strict=True)):
+            if cancel is not None and cancel():
+                raise CancelledError("training cancelled; the last finished epoch is kept")
+            loss, figures = objective.batch_loss(idx, batch_images)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            for key, value in {**figures, "loss": float(loss.detach())}.items():
+                totals[key] = totals.get(key, 0.0) + value
+            if progress is not None:
+                done = (epoch - start_epoch) * len(batches) + step + 1
+                progress(
+                    done / ((config.epochs - start_epoch) * len(batches)),
+                    f"epoch {epoch + 1}/{config.epochs}",
                 )
-            record = {k: v / len(batches) for k, v in totals.items()}
-            record.update(
-                epoch=epoch + 1,
-                seconds=seconds,
-                samples_per_s=samples_per_s,
-                lr=scheduler.get_last_lr()[0],
+        seconds = time.perf_counter() - started
+        samples_per_s = sum(len(b) for b in batches) / seconds
+        loss_value = totals["loss"] / len(batches)
+        if not math.isfinite(loss_value):
+            raise ModelError(
+                f"training diverged at epoch {epoch + 1} (loss {loss_value}); "
+                "lower --lr / --head-lr"
             )
-            if objective.epoch_figures is not None:
-                record.update(objective.epoch_figures())
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            state = {
-                "epoch": epoch + 1,
-                "objective": objective.name,
-                "backbone": {"name": config.backbone, "pretrained": config.pretrained},
-                "model": objective.trainable_state(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": plan.rng.bit_generator.state,
-            }
-            if objective.extra_state is not None:
-                state["extra"] = objective.extra_state()
-            save_torch(state, checkpoint_path)
+        record = {k: v / len(batches) for k, v in totals.items()}
+        record.update(
+            epoch=epoch + 1,
+            seconds=seconds,
+            samples_per_s=samples_per_s,
+            lr=scheduler.get_last_lr()[0],
+        )
+        if objective.epoch_figures is not None:
+            record.update(objective.epoch_figures())
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        state = {
+            "epoch": epoch + 1,
+            "objective": objective.name,
+            "backbone": {"name": config.backbone, "pretrained": config.pretrained},
+            "model": objective.trainable_state(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": plan.rng.bit_generator.state,
+        }
+        if objective.extra_state is not None:
+            state["extra"] = objective.extra_state()
+        state["record"] = record
+        save_torch(state, checkpoint_path)
+        # After the checkpoint: a line never describes an epoch that was not saved.
+        records.append(record)
+        write_metrics(run_dir, records)
     return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)

@@ -21,8 +21,13 @@ from swclip_core.geo import haversine_m
 
 ACC_RADII_M = (25, 100, 1_000, 25_000, 200_000, 750_000, 2_500_000)
 
-# Rows of the (N, N) similarity/distance matrices handled at once, to bound memory on big sets.
+# SSI and City-Align average a per-sample overlap; above this many samples the average is taken
+# over a seeded random sample of them (their neighbours are still searched among all N), so the
+# cost grows as N, not N^2, and the estimate's standard error stays below about 0.01.
+NEIGHBOUR_QUERIES = 2_000
+# Query rows of the (Q, N) similarity/distance blocks handled at once, to bound memory.
 _ROW_CHUNK = 1024
+_BLOCK_BYTES = 64 << 20
 
 
 def _array(value: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -95,27 +100,57 @@ def geo_align(sim: Any, dist_m: Any) -> float:
     return float(np.corrcoef(rs, rd)[0, 1])
 
 
-def _cosine_neighbours(emb: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) indices of each row's k most cosine-similar other rows, ties by lower index."""
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    unit = emb / np.where(norms > 0, norms, 1.0)
-    out = np.empty((emb.shape[0], k), dtype=np.int64)
-    for start in range(0, emb.shape[0], _ROW_CHUNK):
-        rows = np.arange(start, min(start + _ROW_CHUNK, emb.shape[0]))
-        neg_sim = -(unit[rows] @ unit.T)
-        neg_sim[np.arange(rows.size), rows] = np.inf  # self goes last
-        out[rows] = np.argsort(neg_sim, axis=1, kind="stable")[:, :k]
+def _query_sample(n: int, size: int | None, seed: int) -> np.ndarray:
+    """All of ``range(n)``, or a seeded random ``size`` of them (sorted) when ``n`` is larger
+    (``size`` None: :data:`NEIGHBOUR_QUERIES`)."""
+    size = NEIGHBOUR_QUERIES if size is None else size
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def _block_rows(n: int) -> int:
+    """Query rows per block, so that a (rows, n) float64 block stays within _BLOCK_BYTES."""
+    return max(1, min(_ROW_CHUNK, _BLOCK_BYTES // (8 * max(n, 1))))
+
+
+def _smallest(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) indices of each row's k smallest scores, the row's own column ``rows[i]``
+    excluded and ties broken by lower index (in no particular order: callers use them as sets).
+    ``scores`` is overwritten."""
+    scores[np.arange(rows.size), rows] = np.inf  # self goes last
+    # A partition is O(n) per row where a full sort is O(n log n); the k-th smallest value then
+    # splits each row into the ones certainly in and the ties, of which the lowest indices win.
+    kth = np.partition(scores, k - 1, axis=1)[:, k - 1]
+    out = np.empty((rows.size, k), dtype=np.int64)
+    for r in range(rows.size):
+        below = np.flatnonzero(scores[r] < kth[r])
+        ties = np.flatnonzero(scores[r] == kth[r])
+        out[r] = np.concatenate([below, ties[: k - below.size]])
     return out
 
 
-def _geo_neighbours(lat: np.ndarray, lon: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) indices of each point's k nearest other points by haversine, ties by lower index."""
-    out = np.empty((lat.size, k), dtype=np.int64)
-    for start in range(0, lat.size, _ROW_CHUNK):
-        rows = np.arange(start, min(start + _ROW_CHUNK, lat.size))
+def _cosine_neighbours(emb: np.ndarray, k: int, queries: np.ndarray) -> np.ndarray:
+    """(Q, k) indices of each query row's k most cosine-similar other rows, ties by lower index."""
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = emb / np.where(norms > 0, norms, 1.0)
+    out = np.empty((queries.size, k), dtype=np.int64)
+    step = _block_rows(emb.shape[0])
+    for start in range(0, queries.size, step):
+        rows = queries[start : start + step]
+        out[start : start + rows.size] = _smallest(-(unit[rows] @ unit.T), rows, k)
+    return out
+
+
+def _geo_neighbours(lat: np.ndarray, lon: np.ndarray, k: int, queries: np.ndarray) -> np.ndarray:
+    """(Q, k) indices of each query point's k nearest other points by haversine, ties by lower
+    index."""
+    out = np.empty((queries.size, k), dtype=np.int64)
+    step = _block_rows(lat.size)
+    for start in range(0, queries.size, step):
+        rows = queries[start : start + step]
         d = haversine_m(lat[rows, None], lon[rows, None], lat[None, :], lon[None, :])
-        d[np.arange(rows.size), rows] = np.inf
-        out[rows] = np.argsort(d, axis=1, kind="stable")[:, :k]
+        out[start : start + rows.size] = _smallest(d, rows, k)
     return out
 
 
@@ -124,11 +159,22 @@ def _check_k(k: int, n: int, name: str) -> None:
         raise ValueError(f"{name} needs 1 <= k < number of samples; got k={k} for {n} samples.")
 
 
-def ssi(emb: Any, lat: Any, lon: Any, k: int = 10) -> float:
+def ssi(
+    emb: Any,
+    lat: Any,
+    lon: Any,
+    k: int = 10,
+    *,
+    queries: int | None = None,
+    seed: int = 0,
+) -> float:
     """Spatial Smoothness Index: mean over i of ``|N_k^geo(i) ∩ N_k^emb(i)| / k``.
 
     N^emb by cosine similarity (descending), N^geo by haversine (ascending), i excluded from its own
     neighbourhoods, ties by lower index first. 1 = embedding neighbours are the geographic ones.
+    With more than ``queries`` samples (default :data:`NEIGHBOUR_QUERIES`) the mean is over a
+    random ``queries`` of them drawn with ``seed`` (their neighbourhoods still among all samples):
+    O(queries · N), not O(N²).
     """
     e = _array(emb)
     la = _array(lat).reshape(-1)
@@ -136,8 +182,9 @@ def ssi(emb: Any, lat: Any, lon: Any, k: int = 10) -> float:
     if e.ndim != 2 or not e.shape[0] == la.size == lo.size:
         raise ValueError(f"emb must be (N, D) with N = {la.size}, got shape {e.shape}.")
     _check_k(k, la.size, "ssi")
-    emb_nn = _cosine_neighbours(e, k)
-    geo_nn = _geo_neighbours(la, lo, k)
+    rows = _query_sample(la.size, queries, seed)
+    emb_nn = _cosine_neighbours(e, k, rows)
+    geo_nn = _geo_neighbours(la, lo, k, rows)
     overlap = [np.intersect1d(a, b).size for a, b in zip(emb_nn, geo_nn, strict=True)]
     return float(np.mean(overlap) / k)
 
@@ -174,23 +221,28 @@ def _label_codes(labels: Any) -> tuple[np.ndarray, list[Any]]:
     return codes, list(uniques)
 
 
-def city_align(emb: Any, city: Any, k: int = 10) -> float:
+def city_align(
+    emb: Any, city: Any, k: int = 10, *, queries: int | None = None, seed: int = 0
+) -> float:
     """Mean, over samples with a known city, of the share of their k nearest embedding neighbours
     (cosine, self excluded, ties by lower index) in the same city.
 
     Unknown cities (None, NaN, blank, −1) are never queries and never count as the same city, but
-    those samples still occupy neighbour slots. NaN when no sample has a known city.
+    those samples still occupy neighbour slots. NaN when no sample has a known city. With more
+    than ``queries`` samples of a known city the mean is over a random ``queries`` of them drawn
+    with ``seed``, as in :func:`ssi`.
     """
     e = _array(emb)
     codes, _ = _label_codes(city)
     if e.ndim != 2 or e.shape[0] != codes.size:
         raise ValueError(f"emb must be (N, D) with N = {codes.size}, got shape {e.shape}.")
     _check_k(k, codes.size, "city_align")
-    queries = np.flatnonzero(codes != -1)
-    if queries.size == 0:
+    known = np.flatnonzero(codes != -1)
+    if known.size == 0:
         return math.nan
-    nn = _cosine_neighbours(e, k)[queries]
-    same = codes[nn] == codes[queries, None]
+    rows = known[_query_sample(known.size, queries, seed)]
+    nn = _cosine_neighbours(e, k, rows)
+    same = codes[nn] == codes[rows, None]
     return float(same.mean())
 
 
@@ -198,7 +250,10 @@ def _gini(values: np.ndarray) -> float:
     mean = values.mean()
     if mean == 0:
         return math.nan
-    return float(np.abs(values[:, None] - values[None, :]).sum() / (2 * values.size**2 * mean))
+    # Σ_i Σ_j |x_i − x_j| = 2 Σ_i (2i − n − 1) x_(i) over the sorted x_(1) ≤ … ≤ x_(n): O(n log n).
+    n = values.size
+    weights = 2 * np.arange(1, n + 1) - n - 1
+    return float((weights * np.sort(values)).sum() / (n**2 * mean))
 
 
 def _max_min_ratio(values: np.ndarray) -> float:

@@ -22,7 +22,7 @@ from shapely import linestrings, points
 
 from swclip_core.errors import InputError
 from swclip_core.geo import EARTH_RADIUS_M
-from swclip_core.io import GPKG_OPTIONS, atomic_path
+from swclip_core.io import GPKG_OPTIONS, atomic_path, write_csv
 
 # The error surface lives in its own module; re-exported so that every output is one import away.
 from swclip_core.surface import write_error_surface as write_error_surface
@@ -370,6 +370,24 @@ def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> s
         )
         for line in lines
     )
+
+
+def skipped_path(output: str | Path, *, folder: bool = False) -> Path:
+    """Where the skipped records of ``output`` are listed: ``<name>.skipped.csv`` next to an output
+    file, so that outputs sharing a folder keep their own lists; ``skipped.csv`` inside an output
+    ``folder`` (a run folder)."""
+    output = Path(output)
+    return output / "skipped.csv" if folder else output.with_name(output.stem + ".skipped.csv")
+
+
+def write_skipped(skipped: list[dict], output: str | Path, *, folder: bool = False) -> Path | None:
+    """List ``skipped`` at :func:`skipped_path`; with nothing skipped, remove a list left there by
+    an earlier run, which no longer describes the output. Returns the list's path, or None."""
+    path = skipped_path(output, folder=folder)
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return None
+    return write_csv(skipped_table(skipped), path)
 
 
 def format_distance(metres: float) -> str:

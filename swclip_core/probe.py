@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .device import resolve_device
+from .device import current_precision, resolve_device
 from .errors import InputError
 from .features import extract_image_features
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
@@ -48,6 +48,7 @@ class ProbeResult:
     k: int
     folds: int
     seed: int
+    precision: str  # of the forward passes (device.current_precision)
     rows: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict:
@@ -179,6 +180,5 @@ def probe_backbone(
         folds=folds,
         seed=seed,
     )
-    return ProbeResult(
-        backbone, pretrained, len(samples), int(features.shape[1]), k, folds, seed, rows
-    )
+    n, dim, precision = len(samples), int(features.shape[1]), current_precision(torch_device)
+    return ProbeResult(backbone, pretrained, n, dim, k, folds, seed, precision, rows)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
-from .device import autocast
+from .device import autocast, current_precision, precision_tag
 from .errors import InputError
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
 from .io import atomic_path
@@ -127,7 +127,7 @@ def build_gallery(
         gallery_index = None if kind == "exact" else open_index(embeddings.numpy(), kind)
         return Gallery(table, embeddings, gallery_index)
     digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(model_fingerprint.encode())
+    digest.update((model_fingerprint + precision_tag(current_precision(device))).encode())
     for caption in table["caption"].astype(str):
         digest.update(caption.encode() + b"\n")
     cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.npy"

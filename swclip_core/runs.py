@@ -16,9 +16,14 @@ module's.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import random
+import re
+import warnings
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +32,7 @@ import pandas as pd
 
 from .captions import CaptionTemplate, captions_for
 from .config import TrainConfig
+from .data.samples import SAMPLE_COLUMNS
 from .errors import InputError, ModelError
 from .io import ProgressFn, file_digest, write_csv
 
@@ -37,6 +43,7 @@ CONFIG = "config.json"
 TRAIN_SAMPLES = "train_samples.csv"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+RESUME_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng")  # what a checkpoint resumes
 
 
 @dataclass
@@ -85,29 +92,85 @@ def caption_template(config: TrainConfig) -> CaptionTemplate:
 
 def start_run(
     samples: pd.DataFrame, config: TrainConfig, run_dir: str | Path, *, marker: str, resume: bool
-) -> tuple[Path, pd.DataFrame, list[str]]:
+) -> tuple[Path, pd.DataFrame, list[str], TrainConfig]:
     """Create a run folder (refusing to overwrite a finished one unless resuming), save the config
     and the training table with captions, the model's default gallery.
 
-    ``marker`` is the file whose presence means the folder already holds a model. Returns the
-    folder, the samples re-indexed from 0 and their captions.
+    ``marker`` is the file whose presence means the folder already holds a model. Resuming
+    needs the run's own input and settings (:func:`resumable_config`). Returns the folder, the
+    samples re-indexed from 0, their captions and the config as saved.
     """
     config.validate()
     if len(samples) < 2:
         raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / marker).exists() and not resume:
+    samples = samples.reset_index(drop=True)
+    config = replace(config, input_digest=samples_digest(samples))
+    if resume:
+        config = resumable_config(run_dir, config)
+    elif (run_dir / marker).exists():
         raise InputError(
             f"{run_dir} already holds a trained model; pass --resume to continue it "
             "or choose another output folder"
         )
+    run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / CONFIG)
-    samples = samples.reset_index(drop=True)
     captions = captions_for(samples, caption_template(config))
     table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
     write_csv(table, run_dir / TRAIN_SAMPLES)
-    return run_dir, samples, captions
+    return run_dir, samples, captions, config
+
+
+# Settings a resumed run may change: how long it trains (only ever longer) and where and in
+# which arithmetic it runs.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "precision", "num_workers"})
+
+
+def resumable_config(run_dir: Path, config: TrainConfig) -> TrainConfig:
+    """``config`` for continuing the run in ``run_dir``: its input and settings must be the run's
+    own (:class:`InputError` names what differs); its epochs are never fewer than the run's."""
+    if not (run_dir / CONFIG).is_file():
+        raise InputError(
+            f"--resume: {run_dir} holds no {CONFIG}, so there is no run to continue; leave out "
+            "--resume to start a new one"
+        )
+    saved = TrainConfig.load(run_dir / CONFIG)
+    ours, theirs = _flat(config.to_dict()), _flat(saved.to_dict())
+    differ = [key for key in ours if key not in RESUMABLE_CHANGES and ours[key] != theirs.get(key)]
+    if differ:
+        shown = [
+            "the input samples (their content digest differs)"
+            if key == "input_digest"
+            else f"{key} {ours[key]!r} (the run has {theirs.get(key)!r})"
+            for key in differ
+        ]
+        raise InputError(
+            f"cannot resume {run_dir}: it was trained with other input or settings: "
+            f"{'; '.join(shown)}. Resume with the run's own, or start a new run in another folder"
+        )
+    return replace(config, epochs=max(config.epochs, saved.epochs))
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def samples_digest(samples: pd.DataFrame) -> str:
+    """SHA-1 of what a run learns from: each sample's id, coordinates, labels and image content
+    (not where the files are), in order."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    columns = [c for c in SAMPLE_COLUMNS if c not in ("image_path", "geometry") and c in samples]
+    digest.update(samples[columns].to_csv(index=False).encode())
+    images = {path: file_digest(path) for path in dict.fromkeys(samples["image_path"])}
+    for path in samples["image_path"]:
+        digest.update(images[path].encode())
+    return digest.hexdigest()
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
@@ -122,15 +185,49 @@ def read_config(run_dir: str | Path) -> TrainConfig:
 
 def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     """The saved state of a trained run (weights under ``"model"``), on the CPU."""
+    return load_checkpoint(Path(run_dir) / CHECKPOINT)
+
+
+def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",)) -> dict:
+    """A checkpoint this toolkit wrote, holding at least the keys ``needs``, loaded safely
+    (weights only: no Python object is ever unpickled). :class:`ModelError` names the file and
+    what is wrong when it is missing, truncated, not a checkpoint or not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path} does not exist; train the model again with `swclip train`")
     import torch
 
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"unsupported GLOBAL (\S+)", str(error))
+        if found:
+            raise ModelError(
+                f"{path} was refused: it holds Python code or objects ({found.group(1)}), not "
+                "only weights, and loading it could run that code; use a checkpoint written by "
+                "`swclip train`"
+            ) from None
+        raise ModelError(f"{path} is not a checkpoint (unreadable data); train again") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        first = str(error).split(". ")[0].splitlines()[0] if str(error) else type(error).__name__
+        reason = "it is empty" if path.stat().st_size == 0 else first
         raise ModelError(
-            f"{run_dir} is not a trained model folder (needs {CONFIG} and {CHECKPOINT}); "
-            "train one with `swclip train`"
+            f"{path} is truncated or not a checkpoint ({reason}); train the model again"
+        ) from None
+    missing = [key for key in needs if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ModelError(
+            f"{path} is not a checkpoint of this toolkit (no {missing[0]!r} entry); train the "
+            "model again"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    weights = state.get("model", {})
+    if not isinstance(weights, dict) or not all(
+        isinstance(w, torch.Tensor) for w in weights.values()
+    ):
+        raise ModelError(f"{path} holds no weights under 'model'; train the model again")
+    return state
 
 
 def fingerprint(run_dir: str | Path) -> str:

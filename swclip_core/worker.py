@@ -179,7 +179,7 @@ class Cancelled:
 def run(request_text: str, channel: Channel) -> int:
     """Carry out one request, reporting through ``channel``; returns the exit code."""
     from . import __version__
-    from .cli import COMMANDS
+    from .cli import COMMANDS, cancel_message, run_command
     from .errors import SwclipError
 
     try:
@@ -202,9 +202,10 @@ def run(request_text: str, channel: Channel) -> int:
     signal.signal(signal.SIGTERM, cancelled.handle)
     signal.signal(signal.SIGINT, cancelled.handle)
     try:
-        exit_code = COMMANDS[args.command](args)
+        exit_code = run_command(args)
     except KeyboardInterrupt:
-        return _send_error(channel, f"swclip {args.command} cancelled", EXIT_CANCELLED, True)
+        message = f"swclip {args.command} {cancel_message(args)}"
+        return _send_error(channel, message, EXIT_CANCELLED, True)
     except SwclipError as error:
         was_cancelled = error.exit_code == EXIT_CANCELLED or cancelled.requested
         return _send_error(channel, str(error), error.exit_code, was_cancelled)

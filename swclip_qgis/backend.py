@@ -5,8 +5,8 @@ drives a separate Python instead. This module decides which one, in this order:
 
 1. the QGIS setting ``swclip/backend_python``;
 2. the environment variable ``SWCLIP_PYTHON``;
-3. the project's virtual environment when the plugin runs from a source checkout
-   (``<checkout>/.venv``, as ``make setup`` creates it).
+3. in an installed plugin, the environment that *Create backend environment* makes in the QGIS
+   profile; in a source checkout, the checkout's ``.venv`` (as ``make setup`` creates it).
 
 An explicit choice (1 or 2) is the only one tried: if the analyst named a Python, silently
 running a different one would hide their mistake.
@@ -24,11 +24,21 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 SETTING_KEY = "swclip/backend_python"
+CACHE_SETTING_KEY = "swclip/cache_dir"  # the backend's feature cache (SWCLIP_CACHE_DIR)
 ENV_VAR = "SWCLIP_PYTHON"
 PROBE_TIMEOUT_S = 60.0
 
+# The packages the worker cannot run without; looked up, not imported (torch takes seconds).
+REQUIRED_PACKAGES = ("torch", "open_clip", "geopandas", "pyogrio", "rasterio")
 # The answer is JSON on the last stdout line, so anything printed while importing is ignored.
-_PROBE_CODE = "import json, swclip_core; print(json.dumps({'version': swclip_core.__version__}))"
+# swclip_core itself always imports (PYTHONPATH has the plugin's own copy, see child_environment):
+# what the interpreter must bring is its dependencies.
+_PROBE_CODE = (
+    "import importlib.util, json, sys, swclip_core\n"
+    f"missing = [m for m in {REQUIRED_PACKAGES!r} if importlib.util.find_spec(m) is None]\n"
+    "if missing: sys.exit('it lacks the package(s) ' + ', '.join(missing))\n"
+    "print(json.dumps({'version': swclip_core.__version__}))"
+)
 
 
 class BackendNotFound(Exception):
@@ -89,6 +99,19 @@ def checkout_venv_python() -> Path:
     return venv_python(plugin_dir().parent / ".venv")
 
 
+def backend_choice() -> tuple[str, str]:
+    """The interpreter :func:`find_backend` will try, and where that choice comes from: the
+    setting, the environment variable, else the environment that Create backend environment
+    makes (an installed plugin) or the source checkout's ``.venv``."""
+    configured = _configured_python()
+    if configured is not None:
+        return configured
+    if (plugin_dir() / BUNDLE_FOLDER / "swclip_core").is_dir():
+        created = venv_python(default_backend_dir())
+        return str(created), "the environment of Create backend environment"
+    return str(checkout_venv_python()), "the source checkout's virtual environment"
+
+
 def _configured_python() -> tuple[str, str] | None:
     """The explicitly chosen interpreter and where the choice came from, if any."""
     configured = QgsSettings().value(SETTING_KEY, "", type=str).strip()
@@ -108,10 +131,22 @@ def child_environment() -> dict[str, str]:
     """
     env = dict(os.environ)
     env.pop("PYTHONHOME", None)
-    # QGIS's own PYTHONPATH (its plugins, its site-packages) must not shadow the backend's.
-    env.pop("PYTHONPATH", None)
+    # QGIS's own PYTHONPATH (its plugins, its site-packages) must not shadow the backend's; the
+    # swclip_core that came with this plugin goes first, so plugin and worker always speak the
+    # same protocol (in a source checkout: the checkout's own code, not another install's).
+    env.update(backend_variables())
     env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", TQDM_DISABLE="1")
     return env
+
+
+def backend_variables() -> dict[str, str]:
+    """The environment variables the backend needs beyond its interpreter: ``PYTHONPATH``, and
+    ``SWCLIP_CACHE_DIR`` when the cache folder setting is set."""
+    variables = {"PYTHONPATH": str(bundle_root())}
+    cache = QgsSettings().value(CACHE_SETTING_KEY, "", type=str).strip()
+    if cache:
+        variables["SWCLIP_CACHE_DIR"] = cache
+    return variables
 
 
 def probe(python: str, timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:
@@ -173,10 +208,7 @@ def find_backend(timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:
         BackendNotFound: naming the interpreter tried, why it failed, and how to fix it.
     """
     venv_python = checkout_venv_python()
-    python, source = _configured_python() or (
-        str(venv_python),
-        "the source checkout's virtual environment",
-    )
+    python, source = backend_choice()
     try:
         return probe(python, timeout)
     except BackendNotFound as error:

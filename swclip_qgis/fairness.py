@@ -1,10 +1,10 @@
 """Per-region error figures and their disparity, in QGIS's own Python (standard library only).
 
 The definitions are those of ``swclip_core.metrics.region_fairness`` and
-``swclip_core.outputs.region_choropleth`` (docs/method.md, "Metrics"), recomputed here so that
-the choropleth needs neither the backend nor numpy: regional n, median and mean error, share
-within a radius, R@1, deviation from the overall median, and across regions the max/min ratio and
-coefficient of variation of the medians and the Gini coefficient of the means.
+``swclip_core.outputs.region_choropleth`` (docs/method.md, "Metrics"), recomputed here so that the
+choropleth needs neither the backend nor numpy: regional n, median and mean error, share within a
+radius, R@1, deviation from the overall median, and across regions the max/min ratio and coefficient
+of variation of the medians and the Gini coefficient of the means.
 """
 
 from __future__ import annotations

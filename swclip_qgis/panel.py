@@ -1,27 +1,32 @@
 """The SW-CLIP dock panel: pick a photo layer, train or pick a model, localize, see the result.
 
-Plain Qt widgets. Layers are read (exported) and loaded only on the main thread; the backend runs
-in a :class:`~swclip_qgis.tasks.WorkerTask` so QGIS stays responsive, and the task manager's
-cancel button (or the panel's) stops the worker.
+Plain Qt widgets over the provider's own Processing algorithms (Train model, Localize layer): the
+dock fills in their parameters and runs them as a background task, so it shares their export,
+checks, cancel, progress, layer names, styles and layer groups. Results are loaded on the main
+thread by Processing's own result handler.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from qgis.core import (
     QgsApplication,
     QgsFieldProxyModel,
     QgsMapLayerProxyModel,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsSettings,
     QgsVectorLayer,
 )
 from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -39,20 +44,13 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .algorithms.train_model import OBJECTIVES
-from .backend import SETTING_KEY
-from .layers import (
-    add_to_group,
-    apply_style,
-    crs_argument,
-    export_points,
-    layer_file_dir,
-    load_gpkg_layer,
-)
-from .tasks import WorkerTask
+from .backend import SETTING_KEY, backend_choice
+from .layers import guess_image_field, layer_file_dir
 
 RECENT_RUNS_KEY = "swclip/recent_runs"
 MAX_RECENT_RUNS = 10
-OUTPUT_LAYERS = ("predicted_points", "error_lines")
+TRAIN_ALGORITHM = "swclip:trainmodel"
+LOCALIZE_ALGORITHM = "swclip:localizelayer"
 
 
 def recent_runs() -> list[dict]:
@@ -71,13 +69,32 @@ def remember_run(run: dict) -> None:
     QgsSettings().setValue(RECENT_RUNS_KEY, json.dumps(runs[:MAX_RECENT_RUNS]))
 
 
+class DockFeedback(QgsProcessingFeedback):
+    """Processing feedback whose stage text ("epoch 2/5") reaches the dock as a signal, and
+    which keeps the error that stopped the algorithm."""
+
+    progressTextChanged = pyqtSignal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_error = ""
+
+    def setProgressText(self, text: str) -> None:
+        self.progressTextChanged.emit(text)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:
+        self.last_error = error
+        super().reportError(error, fatalError)
+
+
 class SwclipDock(QDockWidget):
     """Dock widget with the common workflow; see the module docstring."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("SW-CLIP", parent)
         self.setObjectName("SwclipDock")
-        self.task: WorkerTask | None = None
+        self.task: QgsProcessingAlgRunnerTask | None = None
+        self.running: dict[str, Any] = {}  # what the finished task needs: context, feedback...
         body = QWidget()
         layout = QVBoxLayout(body)
 
@@ -140,36 +157,47 @@ class SwclipDock(QDockWidget):
         self.recent_list.itemActivated.connect(self.use_recent_run)
         layout.addWidget(self.recent_list)
 
-        backend = QGroupBox(self.tr("Backend Python (empty: the source checkout's .venv)"))
+        backend = QGroupBox(self.tr("Backend Python"))
         backend_layout = QVBoxLayout(backend)
+        self.backend_label = QLabel()
+        self.backend_label.setWordWrap(True)
+        self.backend_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.backend_widget = QgsFileWidget()
+        self.backend_widget.setToolTip(
+            self.tr("The QGIS setting {}; empty: the environment or the checkout").format(
+                SETTING_KEY
+            )
+        )
         self.backend_widget.setFilePath(QgsSettings().value(SETTING_KEY, "", type=str))
         self.backend_widget.fileChanged.connect(self.set_backend_python)
+        backend_layout.addWidget(self.backend_label)
         backend_layout.addWidget(self.backend_widget)
         layout.addWidget(backend)
         layout.addStretch(1)
         self.setWidget(body)
+        self.show_backend()
         self.refresh_recent_runs()
 
     # --- settings and recent runs --------------------------------------------------------------
 
     def set_layer(self, layer: QgsVectorLayer | None) -> None:
-        """Show the layer's text fields, the likeliest image path field first chosen."""
+        """Show the layer's text fields, the one holding image files chosen (by its values)."""
         self.field_combo.setLayer(layer)
-        if layer is None:
-            return
-        names = {field.name().lower(): field.name() for field in layer.fields()}
-        # the names the backend's reader detects on its own (swclip_core.data.samples)
-        for candidate in ("image_path", "image", "path", "file", "filename", "photo"):
-            if candidate in names:
-                self.field_combo.setField(names[candidate])
-                return
+        if isinstance(layer, QgsVectorLayer):
+            guess = guess_image_field(layer, layer_file_dir(layer))
+            if guess:
+                self.field_combo.setField(guess)
 
     def set_backend_python(self, path: str) -> None:
         if path.strip():
             QgsSettings().setValue(SETTING_KEY, path.strip())
         else:
             QgsSettings().remove(SETTING_KEY)
+        self.show_backend()
+
+    def show_backend(self) -> None:
+        python, source = backend_choice()
+        self.backend_label.setText(self.tr("Runs {} (from {})").format(python, source))
 
     def refresh_recent_runs(self) -> None:
         self.recent_list.clear()
@@ -191,44 +219,70 @@ class SwclipDock(QDockWidget):
 
     def selected_input(self) -> tuple[QgsVectorLayer, str] | None:
         layer = self.layer_combo.currentLayer()
-        field = self.field_combo.currentField()
-        if not isinstance(layer, QgsVectorLayer) or not field:
-            self.show_message(self.tr("Choose a point layer and the field with the image paths."))
+        if not isinstance(layer, QgsVectorLayer):
+            self.show_message(self.tr("Choose a point layer of photos."))
             return None
-        return layer, field
+        return layer, self.field_combo.currentField()
 
-    def export_selected(self, layer: QgsVectorLayer, field: str) -> Path | None:
-        """The layer as a GeoPackage for the worker (main thread: it reads the layer)."""
-        folder = Path(tempfile.mkdtemp(prefix="swclip-panel-"))
-        try:
-            report = export_points(
-                layer, field, folder / "samples.gpkg", base_dir=layer_file_dir(layer)
-            )
-        except (ValueError, OSError) as error:
-            self.show_message(str(error))
-            return None
-        if report.written == 0:
-            self.show_message(self.tr("The layer has no feature with a geometry and an image."))
-            return None
-        return report.path
-
-    def start(self, description: str, command: str, args: list, on_done) -> None:
-        self.task = WorkerTask(description, command, args, on_done)
-        self.task.progressChanged.connect(lambda value: self.progress_bar.setValue(int(value)))
+    def run_algorithm(self, algorithm_id: str, parameters: dict, on_done) -> None:
+        """Run a Processing algorithm as a background task; ``on_done(ok, results)`` afterwards,
+        once Processing has loaded (styled, grouped) its output layers."""
+        algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        feedback = DockFeedback()
+        # Bound methods of this widget: Qt queues the worker thread's signals to the main thread.
+        feedback.progressChanged.connect(self.show_progress)
+        feedback.progressTextChanged.connect(self.show_stage)
+        self.task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
+        self.running = {"context": context, "feedback": feedback, "algorithm": algorithm,
+                        "parameters": parameters, "on_done": on_done}  # fmt: skip
+        self.task.executed.connect(self.finished)
         self.set_busy(True)
-        self.show_message(description + " ...")
+        self.show_message(algorithm.displayName() + " ...")
         QgsApplication.taskManager().addTask(self.task)
+
+    def show_progress(self, value: float) -> None:
+        self.progress_bar.setValue(int(value))
+
+    def show_stage(self, text: str) -> None:
+        self.progress_bar.setFormat(f"%p %  {text}")
+
+    def finished(self, ok: bool, results: dict) -> None:
+        running, self.running, self.task = self.running, {}, None
+        feedback = running["feedback"]
+        # Loading the results reports progress of its own: the run's bar stays where it ended.
+        feedback.progressChanged.disconnect(self.show_progress)
+        self.set_busy(False)
+        if not ok:
+            self.progress_bar.setValue(0)
+        feedback.progressTextChanged.disconnect(self.show_stage)
+        if ok:
+            from processing.gui.Postprocessing import handleAlgorithmResults
+
+            handleAlgorithmResults(
+                running["algorithm"], running["context"], feedback, False, running["parameters"]
+            )
+        elif feedback.isCanceled():
+            self.show_message(self.tr("Cancelled; no output was written."))
+            return
+        else:
+            reason = feedback.last_error or self.tr("see View > Panels > Log Messages")
+            self.show_message(self.tr("Failed: {}").format(reason))
+            return
+        running["on_done"](results)
 
     def set_busy(self, busy: bool) -> None:
         self.train_button.setEnabled(not busy)
         self.localize_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        if not busy:
+        self.progress_bar.setFormat("%p %")
+        if busy:
             self.progress_bar.setValue(0)
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        if self.running:
+            self.running["feedback"].cancel()
 
     def start_training(self) -> None:
         chosen = self.selected_input()
@@ -238,23 +292,14 @@ class SwclipDock(QDockWidget):
         if not out:
             self.show_message(self.tr("Choose a new folder for the model."))
             return
-        samples = self.export_selected(*chosen)
-        if samples is None:
-            return
-        args = [samples, "--layer", "samples", "--image-column", "image_path",
-                "--id-column", "sample_id", "--out", out,
-                "--objective", self.objective_combo.currentText(),
-                "--epochs", self.epochs_spin.value()]  # fmt: skip
-        self.start(self.tr("SW-CLIP: training {}").format(Path(out).name), "train", args,
-                   self.training_done)  # fmt: skip
+        layer, field = chosen
+        parameters = {"INPUT": layer, "IMAGE_FIELD": field, "OUTPUT": out,
+                      "OBJECTIVE": self.objective_combo.currentIndex(),
+                      "EPOCHS": self.epochs_spin.value()}  # fmt: skip
+        self.run_algorithm(TRAIN_ALGORITHM, parameters, self.training_done)
 
-    def training_done(self, task: WorkerTask) -> None:
-        self.set_busy(False)
-        self.task = None
-        if task.exception is not None:
-            self.show_message(self.tr("Training failed: {}").format(task.exception))
-            return
-        out = str(task.result_message["options"]["out"])
+    def training_done(self, results: dict) -> None:
+        out = str(results["OUTPUT"])
         self.model_widget.setFilePath(out)
         remember_run({"kind": "model", "name": Path(out).name, "model": out, "output": out,
                       "time": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
@@ -270,38 +315,23 @@ class SwclipDock(QDockWidget):
             self.show_message(self.tr("Choose a trained model folder (or train one)."))
             return
         layer, field = chosen
-        samples = self.export_selected(layer, field)
-        if samples is None:
-            return
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path(model) / "predictions" / f"{layer.name()}-{stamp}.gpkg"
-        run_name = f"SW-CLIP {layer.name()} {stamp}"
-        args = [samples, "--layer", "samples", "--image-column", "image_path",
-                "--id-column", "sample_id", "--model", model, "--out", out,
-                "--out-crs", crs_argument(layer.crs())]  # fmt: skip
+        # Kept with the model, so a run's layers outlive the QGIS session.
+        folder = Path(model) / "predictions" / f"{layer.name()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        parameters = {"INPUT": layer, "IMAGE_FIELD": field, "MODEL": model}
+        for name, file_name in (("OUTPUT_POINTS", "predicted_points.gpkg"),
+                                ("OUTPUT_LINES", "error_lines.gpkg"),
+                                ("OUTPUT_SKIPPED", "skipped_records.gpkg")):  # fmt: skip
+            # loaded into the project when done, as from the Processing dialog
+            parameters[name] = QgsProcessingOutputLayerDefinition(
+                str(folder / file_name), QgsProject.instance()
+            )
 
-        def done(task: WorkerTask) -> None:
-            self.localizing_done(task, run_name, model)
+        def done(results: dict) -> None:
+            stamp = time.strftime("%Y-%m-%d %H:%M")
+            remember_run({"kind": "localize", "name": layer.name(), "model": model,
+                          "output": str(folder), "time": stamp})  # fmt: skip
+            self.refresh_recent_runs()
+            self.show_message(self.tr("Localized: the layers are in {}").format(folder))
 
-        self.start(run_name, "predict", args, done)
-
-    def localizing_done(self, task: WorkerTask, run_name: str, model: str) -> None:
-        self.set_busy(False)
-        self.task = None
-        if task.exception is not None:
-            self.show_message(self.tr("Localizing failed: {}").format(task.exception))
-            return
-        out = Path(task.result_message["options"]["out"])
-        project = QgsProject.instance()
-        try:
-            for name in OUTPUT_LAYERS:  # added in order: points on top of lines
-                layer = load_gpkg_layer(out, name, name.replace("_", " "))
-                apply_style(layer, name)
-                add_to_group(project, layer, run_name)
-        except OSError as error:
-            self.show_message(str(error))
-            return
-        remember_run({"kind": "localize", "name": run_name, "model": model, "output": str(out),
-                      "time": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
-        self.refresh_recent_runs()
-        self.show_message(self.tr("Localized: layers in the group {}").format(run_name))
+        self.run_algorithm(LOCALIZE_ALGORITHM, parameters, done)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsSettings
 from qgis.gui import QgisInterface
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
@@ -10,6 +10,8 @@ from qgis.PyQt.QtWidgets import QAction
 
 from .panel import SwclipDock
 from .provider import ICON_PATH, SwclipProvider
+
+DOCK_SEEN_KEY = "swclip/dock_seen"
 
 
 class SwclipPlugin:
@@ -34,8 +36,11 @@ class SwclipPlugin:
         if self.iface is None:  # a headless loader: Processing is all there is
             return
         self.dock = SwclipDock(self.iface.mainWindow())
-        self.dock.hide()
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        # Shown at the first start only; afterwards QGIS restores it as the user left it.
+        settings = QgsSettings()
+        self.dock.setVisible(not settings.value(DOCK_SEEN_KEY, False, type=bool))
+        settings.setValue(DOCK_SEEN_KEY, True)
         self.action = QAction(QIcon(str(ICON_PATH)), "SW-CLIP panel", self.iface.mainWindow())
         self.action.setCheckable(True)
         self.action.toggled.connect(self.dock.setVisible)

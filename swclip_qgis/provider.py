@@ -7,6 +7,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from . import options
 from .algorithms.build_gallery import BuildGalleryAlgorithm
 from .algorithms.check_backend import CheckBackendAlgorithm
 from .algorithms.create_backend import CreateBackendAlgorithm
@@ -37,6 +38,14 @@ class SwclipProvider(QgsProcessingProvider):
 
     def svgIconPath(self) -> str:
         return str(ICON_PATH)
+
+    def load(self) -> bool:
+        options.register(self.icon())
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self) -> None:
+        options.unregister()
 
     def loadAlgorithms(self) -> None:
         for algorithm in (

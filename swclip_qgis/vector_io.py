@@ -32,9 +32,13 @@ def export_layer(
     layer_name: str,
     *,
     feedback: QgsFeedback | None = None,
+    progress_share: float = 100.0,
 ) -> int:
     """Write ``source`` (geometry in its own CRS, all fields but ``fid``) as ``layer_name`` of
-    the GeoPackage ``path``; the number of features written. Raises ``OSError`` on failure."""
+    the GeoPackage ``path``; the number of features written. Raises ``OSError`` on failure.
+
+    The export fills the first ``progress_share`` percent of ``feedback``'s progress.
+    """
     fields = QgsFields()
     kept = []
     for index, source_field in enumerate(source.fields()):
@@ -60,7 +64,7 @@ def export_layer(
         if feedback is not None:
             if feedback.isCanceled():
                 break
-            feedback.setProgress(100.0 * number / total)
+            feedback.setProgress(progress_share * number / total)
         out = QgsFeature(fields)
         out.setGeometry(feature.geometry())
         attributes = feature.attributes()

@@ -49,7 +49,7 @@ def test_readers_geodesy_and_outputs_do_not_import_torch() -> None:
 # Layers of swclip_core, from the bottom (docs/architecture.md). A module may import its own layer
 # and the layers below, never one above.
 LAYERS = {
-    "foundation": ("errors", "io", "columns", "config", "device"),
+    "foundation": ("errors", "io", "columns", "config", "device", "runlock"),
     "maths": (
         "geo",
         "captions",

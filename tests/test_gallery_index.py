@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from swclip_core import gallery_index, retrieval
 from swclip_core.captions import captions_for
+from swclip_core.config import EXACT_MAX_ENTRIES
 from swclip_core.errors import InputError
-from swclip_core.gallery_index import EXACT_MAX_ENTRIES, resolve_kind
+from swclip_core.gallery_index import resolve_kind
 from swclip_core.retrieval import build_gallery, embed_captions, streamed_top_k, top_k
 from tests.conftest import REPO
 
@@ -179,3 +180,17 @@ def test_exact_search_of_a_cached_gallery_matches_the_in_memory_one(tmp_path):
     assert cached.index is None and isinstance(in_memory.embeddings, torch.Tensor)
     queries = in_memory.embeddings[::7]
     assert torch.equal(cached.search(queries, 5)[1], in_memory.search(queries, 5)[1])
+
+
+def test_the_command_line_lists_index_kinds_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom swclip_core.cli import build_parser\nbuild_parser()\n"
+        "print('torch' in sys.modules, 'faiss' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]

@@ -327,3 +327,32 @@ def test_row_chunking_does_not_change_results(data, monkeypatch):
     monkeypatch.setattr("swclip_core.metrics._ROW_CHUNK", 7)  # 40 rows: 6 chunks, a short last one
     chunked = (ssi(data["emb"], data["lat"], data["lon"], k=5), city_align(data["emb"], city, k=5))
     assert chunked == whole
+
+
+def test_ssi_and_city_align_on_a_seeded_query_sample(data):
+    # Above `queries` samples the mean is over a seeded sample of them, neighbours among all.
+    city = [["Douglas", "Ramsey"][i % 2] for i in range(data["n"])]
+    rows = np.sort(np.random.default_rng(3).choice(data["n"], 12, replace=False))
+    emb, lat, lon = data["emb"], data["lat"], data["lon"]
+    expected_ssi = np.mean(
+        [
+            len(
+                set(ref_emb_neighbours(emb, i, 5))
+                & set(
+                    sorted(
+                        (j for j in range(data["n"]) if j != i),
+                        key=lambda j: (ref_haversine(lat[i], lon[i], lat[j], lon[j]), j),
+                    )[:5]
+                )
+            )
+            / 5
+            for i in rows
+        ]
+    )
+    assert ssi(emb, lat, lon, k=5, queries=12, seed=3) == pytest.approx(expected_ssi, abs=1e-12)
+    expected_city = np.mean(
+        [np.mean([city[j] == city[i] for j in ref_emb_neighbours(emb, i, 5)]) for i in rows]
+    )
+    got = city_align(emb, city, k=5, queries=12, seed=3)
+    assert got == pytest.approx(expected_city, abs=1e-12)
+    assert ssi(emb, lat, lon, k=5, queries=12, seed=4) != ssi(emb, lat, lon, k=5, queries=12)

@@ -238,6 +238,10 @@ def render_map(gpkg: Path, out: Path) -> np.ndarray:
     from qgis.PyQt.QtGui import QColor, QFont, QPainter
 
     choropleth = QgsVectorLayer(f"{gpkg}|layername=region_choropleth", "regions", "ogr")
+    # The embedded style draws it at 60 % opacity (the points and lines above it stay visible);
+    # opaque here, so that the classes' own colours can be checked pixel for pixel.
+    assert choropleth.opacity() == pytest.approx(0.6)
+    choropleth.setOpacity(1.0)
     lines = QgsVectorLayer(f"{gpkg}|layername=error_lines", "lines", "ogr")
     settings = QgsMapSettings()
     settings.setLayers([lines, choropleth])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
-from swclip_qgis.backend import ENV_VAR, SETTING_KEY
+from swclip_qgis.backend import ENV_VAR, REQUIRED_PACKAGES, SETTING_KEY
+from swclip_qgis.backend_setup import site_packages
 from swclip_qgis.layers import apply_style
 from swclip_qgis.provider import SwclipProvider
 from swclip_qgis.runner import WorkerFailed, run_worker
@@ -60,6 +62,7 @@ class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self, cancel_at_message: str | None = None) -> None:
         super().__init__()
         self.infos: list[str] = []
+        self.commands: list[str] = []
         self.progress: list[float] = []
         self.cancel_at_message = cancel_at_message
         self.cancelled_at: float | None = None
@@ -67,6 +70,9 @@ class RecordingFeedback(QgsProcessingFeedback):
 
     def pushInfo(self, info: str) -> None:
         self.infos.append(info)
+
+    def pushCommandInfo(self, info: str) -> None:
+        self.commands.append(info)
 
     def setProgressText(self, text: str) -> None:
         # The runner passes the worker's progress messages ("epoch 3/500") through here.
@@ -149,7 +155,7 @@ def test_provider_lists_algorithms_with_help_and_advanced_parameters(provider) -
     train = QgsApplication.processingRegistry().algorithmById("swclip:trainmodel")
     advanced = {p.name() for p in train.parameterDefinitions() if p.flags() & p.FlagAdvanced}
     assert {"BACKBONE", "SCALE_M", "CUTOFF_M", "LAMBDA_NC", "LAMBDA_FAIR", "BATCH_SIZE",
-            "DEVICE", "SEED"} <= advanced  # fmt: skip
+            "DEVICE", "PRECISION", "SEED"} <= advanced  # fmt: skip
     assert not {"INPUT", "IMAGE_FIELD", "OBJECTIVE", "EPOCHS", "OUTPUT"} & advanced
 
 
@@ -258,6 +264,34 @@ def test_train_then_localize_matches_the_cli(provider, photo_layer, trained, tmp
     render_outputs(points, lines, source)
 
 
+@pytest.mark.slow
+def test_the_logged_command_reproduces_the_run_and_progress_only_rises(
+    provider, photo_layer, trained, tmp_path
+) -> None:
+    import processing
+
+    feedback = RecordingFeedback()
+    results = processing.run(
+        "swclip:localizelayer",
+        {"INPUT": layer_uri(photo_layer), "IMAGE_FIELD": "photo", "MODEL": str(trained),
+         "OUTPUT_POINTS": str(tmp_path / "points.gpkg"), "OUTPUT_LINES": "TEMPORARY_OUTPUT"},
+        feedback=feedback,
+    )  # fmt: skip
+    assert feedback.progress == sorted(feedback.progress)
+    assert feedback.progress[0] < 10.0 and feedback.progress[-1] > 95.0
+    [command] = feedback.commands
+    out = Path(shlex.split(command)[shlex.split(command).index("--out") + 1])
+    plugin = features_by_image(QgsVectorLayer(results["OUTPUT_POINTS"], "points", "ogr"))
+    out.unlink()
+    subprocess.run(["bash", "-c", command], check=True, capture_output=True, timeout=300)
+    again = features_by_image(QgsVectorLayer(f"{out}|layername=predicted_points", "a", "ogr"))
+    assert set(again) == set(plugin)
+    for image, row in again.items():
+        assert (plugin[image]["pred_lat"], plugin[image]["pred_lon"]) == pytest.approx(
+            (row["pred_lat"], row["pred_lon"]), abs=1e-9
+        )
+
+
 def render_outputs(points: QgsVectorLayer, lines: QgsVectorLayer, source: QgsVectorLayer) -> None:
     """Offscreen render of the styled outputs over the photo positions, for a human to look at."""
     assert apply_style(points, "predicted_points")
@@ -352,6 +386,12 @@ report["algorithms"] = sorted(a.id() for a in provider.algorithms()) if provider
 import swclip_qgis.backend as backend
 report["resources"] = str(backend.resources_dir())
 report["heavy"] = sorted({"torch", "swclip_core"} & set(sys.modules))
+import os
+os.environ.pop("SWCLIP_PYTHON", None)
+from qgis.core import QgsSettings
+QgsSettings().remove(backend.SETTING_KEY)
+report["backend"] = list(backend.backend_choice())
+report["created"] = str(backend.venv_python(backend.default_backend_dir()))
 print(json.dumps(report), flush=True)
 app.exitQgis()
 """
@@ -409,6 +449,9 @@ def test_packaged_zip_installs_into_a_fresh_profile(tmp_path) -> None:
     assert set(report["algorithms"]) >= ALGORITHMS
     assert report["resources"] == str(plugins / "swclip_qgis" / "bundled" / "resources")
     assert report["heavy"] == []
+    # Without a setting, an installed plugin runs the environment Create backend environment makes
+    assert report["backend"] == [report["created"], "the environment of Create backend environment"]
+    assert report["created"].startswith(str(tmp_path / "profile"))
     # Last, the Bandit scan of the zip's contents (part of `make package-zip`).
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
 
@@ -419,9 +462,19 @@ def test_create_backend_makes_a_venv_that_imports_the_bundled_core(
     import processing
 
     # An empty requirements file keeps this offline and fast; the real one is the bundled
-    # requirements.txt, which pip installs the same way.
+    # requirements.txt, which pip installs the same way. Empty packages stand in for what it
+    # would bring (torch & co.), which the final check looks for: the algorithm completes an
+    # existing environment like this one.
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("", encoding="utf-8")
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(tmp_path / "venv")],
+        check=True,
+    )
+    site = site_packages(tmp_path / "venv" / "bin" / "python")
+    for name in REQUIRED_PACKAGES:
+        (site / name).mkdir()
+        (site / name / "__init__.py").write_text("", encoding="utf-8")
     feedback = RecordingFeedback()
     results = processing.run(
         "swclip:createbackend",
@@ -440,3 +493,4 @@ def test_create_backend_makes_a_venv_that_imports_the_bundled_core(
     assert Path(core_file) == REPO / "swclip_core" / "__init__.py"
     assert Path(prefix) == tmp_path / "venv"
     assert any("Installing" in line for line in feedback.infos)
+    assert not any("Creating the virtual environment" in line for line in feedback.infos)

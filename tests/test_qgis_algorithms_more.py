@@ -147,7 +147,19 @@ def test_new_algorithms_are_listed_with_help_and_advanced_parameters(provider) -
     }
     assert advanced["swclip:fairnesschoropleth"] == {"RADIUS_M", "RUN_NAME"}
     assert advanced["swclip:errorsurface"] == {"POWER", "MAX_DISTANCE_M"}
-    assert advanced["swclip:buildgallery"] == {"DEVICE", "RUN_NAME"}
+    assert advanced["swclip:buildgallery"] == {"DEVICE", "PRECISION", "RUN_NAME"}
+
+
+@pytest.mark.parametrize(
+    "choice, expected", [(0, []), (1, ["--precision", "auto"]), (3, ["--precision", "bf16"])]
+)
+def test_the_precision_parameter_reaches_the_worker_arguments(provider, choice, expected) -> None:
+    from qgis.core import QgsProcessingContext
+
+    for algorithm_id in ("trainmodel", "localizelayer", "evaluate", "buildgallery"):
+        algorithm = QgsApplication.processingRegistry().algorithmById(f"swclip:{algorithm_id}")
+        args = algorithm.runtime_args({"DEVICE": 1, "PRECISION": choice}, QgsProcessingContext())
+        assert args == ["--device", "cpu", *expected], algorithm_id  # 0: the backend's default
 
 
 def test_error_lines_equal_the_workers_lines(provider, localized) -> None:

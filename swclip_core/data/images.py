@@ -13,6 +13,7 @@ import struct
 
 import numpy as np
 from PIL import Image, ImageOps
+from PIL.JpegImagePlugin import JpegImageFile
 
 from swclip_core.errors import InputError
 
@@ -27,6 +28,10 @@ DECODE_ERRORS = (
 )
 """What Pillow raises on corrupt, truncated or unsupported files (struct.error and EOFError come
 from malformed TIFF/PNG headers, DecompressionBombError from absurd declared sizes)."""
+# JPEGs decode at a reduced scale (Image.draft); other formats only decode whole. Above this many
+# pixels (about 256 MB as RGBA) such a file is refused with a reason instead of decoded in full: a
+# 144-megapixel PNG would take 1.2 GB per decoding process.
+MAX_FULL_DECODE_PIXELS = 64_000_000
 
 
 def _draft_size(
@@ -101,8 +106,15 @@ def load_image(
     try:
         with Image.open(path) as opened:
             draft_size = _draft_size(opened.size, max_side, min_side)
-            if draft_size is not None:
-                opened.draft("RGB", draft_size)  # a no-op for formats other than JPEG
+            if draft_size is not None and isinstance(opened, JpegImageFile):  # MPO too
+                opened.draft("RGB", draft_size)
+            elif opened.width * opened.height > MAX_FULL_DECODE_PIXELS:
+                raise InputError(
+                    f"Cannot decode image {os.fspath(path)!r} at a reduced size: it is a "
+                    f"{opened.width}x{opened.height} {opened.format} "
+                    f"({opened.width * opened.height / 1e6:.0f} megapixels). Reduce it to at most "
+                    f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels or save it as a JPEG."
+                )
             opened.load()
             image = ImageOps.exif_transpose(opened)
             image = _to_rgb(image)

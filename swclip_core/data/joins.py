@@ -62,8 +62,18 @@ def _read_csv_points(path: Path) -> gpd.GeoDataFrame:
     y = pd.to_numeric(table[lat], errors="coerce").to_numpy(dtype=float)
     x = pd.to_numeric(table[lon], errors="coerce").to_numpy(dtype=float)
     usable = np.isfinite(x) & np.isfinite(y) & (np.abs(y) <= 90) & (np.abs(x) <= 180)
+    skipped = [
+        {
+            "record": f"{path.name} row {row + 1}",
+            "reason": f"lat {table[lat].iloc[row]!r}, lon {table[lon].iloc[row]!r}: missing, "
+            "non-numeric or outside -90..90 / -180..180",
+        }
+        for row in np.flatnonzero(~usable)
+    ]
     table = table.drop(columns=[lat, lon])[usable].reset_index(drop=True)
-    return gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(x[usable], y[usable]), crs=WGS84)
+    frame = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(x[usable], y[usable]), crs=WGS84)
+    frame.attrs["skipped"] = skipped
+    return frame
 
 
 def read_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
@@ -90,7 +100,9 @@ def read_layer(path: str | Path, layer: str | None = None) -> gpd.GeoDataFrame:
 
 
 def check_layer(frame: gpd.GeoDataFrame, source: object) -> gpd.GeoDataFrame:
-    """``frame`` without empty geometries; :class:`InputError` when it has no CRS or no feature."""
+    """``frame`` without empty geometries, nor points outside the globe; :class:`InputError` when
+    it has no CRS or no usable feature. The features left out are listed in
+    ``attrs["skipped"]`` (after any the reader listed), by row number, with the reason."""
     label = _source_label(source)
     if frame.crs is None:
         raise InputError(
@@ -98,9 +110,24 @@ def check_layer(frame: gpd.GeoDataFrame, source: object) -> gpd.GeoDataFrame:
             "Source > Assigned CRS, then save) and try again."
         )
     geometry = frame.geometry
-    frame = frame[geometry.notna() & ~geometry.is_empty].reset_index(drop=True)
+    usable = (geometry.notna() & ~geometry.is_empty).to_numpy()
+    reasons = np.where(usable, "", "no geometry").astype(object)
+    points = usable & (geometry.geom_type == "Point").to_numpy()
+    if points.any():
+        wgs = geometry[points].to_crs(WGS84)
+        lat, lon = wgs.y.to_numpy(), wgs.x.to_numpy()
+        inside = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        reasons[np.flatnonzero(points)[~inside]] = "point outside -90..90 / -180..180 in WGS84"
+        usable[np.flatnonzero(points)[~inside]] = False
+    name = Path(source).name if isinstance(source, str | Path) else "layer"
+    skipped = list(frame.attrs.get("skipped", []))
+    for row in np.flatnonzero(~usable):
+        skipped.append({"record": f"{name} row {row + 1}", "reason": reasons[row]})
+    frame = frame[usable].reset_index(drop=True)
     if frame.empty:
-        raise InputError(f"{label} holds no feature with a geometry.")
+        shown = "; ".join(f"{s['record']}: {s['reason']}" for s in skipped[:5])
+        raise InputError(f"{label} holds no usable feature" + (f" ({shown})." if shown else "."))
+    frame.attrs["skipped"] = skipped
     return frame
 
 

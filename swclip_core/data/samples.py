@@ -329,19 +329,64 @@ def _records_from_frame(
     )
 
 
-def _photo_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()
-    )
+def _photo_files(folder: Path) -> tuple[list[Path], list[dict[str, str]]]:
+    """The photo files under ``folder`` (links to files and folders followed, each folder read
+    once) and, as skipped records, everything photo-like or unreadable that cannot be used:
+    broken links, photo names that are not files, unreadable folders, folder links that lead back
+    to a folder already read (a loop)."""
+    files: list[Path] = []
+    skipped: list[dict[str, str]] = []
+    seen: dict[tuple[int, int], str] = {}
+
+    def label(path: str) -> str:
+        return Path(path).relative_to(folder).as_posix()
+
+    def unreadable(error: OSError) -> None:
+        where = label(error.filename) if error.filename else "."
+        reason = f"folder cannot be read: {error.strerror}"
+        skipped.append({"record": where + "/", "reason": reason})
+
+    for root, dirs, names in os.walk(folder, followlinks=True, onerror=unreadable):
+        info = os.stat(root)
+        key = (info.st_dev, info.st_ino)
+        if key in seen:  # a link back to a folder already read: read it once
+            skipped.append(
+                {
+                    "record": label(root) + "/",
+                    "reason": f"a link to {seen[key]}/, already read (a loop or a second link): "
+                    "its photos are read once",
+                }
+            )
+            dirs.clear()
+            continue
+        seen[key] = label(root)
+        # os.walk lists folders (and links to folders) in dirs and walks them; names holds the
+        # rest, broken links included.
+        for name in names:
+            path = os.path.join(root, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                target = os.readlink(path)
+                skipped.append(
+                    {"record": label(path), "reason": f"broken link: {target} does not exist"}
+                )
+            elif Path(name).suffix.lower() not in PHOTO_SUFFIXES:
+                continue
+            elif os.path.isfile(path):
+                files.append(Path(path))
+            else:
+                skipped.append({"record": label(path), "reason": "a photo name, but not a file"})
+    return sorted(files), skipped
 
 
 def _read_photo_folder(folder: Path, require_location: bool = True) -> _Records:
-    files = _photo_files(folder)
+    files, skipped = _photo_files(folder)
     if not files:
+        found = "; ".join(f"{s['record']}: {s['reason']}" for s in skipped[:_REASONS_IN_ERROR])
         raise InputError(
-            f"No photos (JPEG, PNG or TIFF) found in folder {folder} or its subfolders."
+            f"No photos (JPEG, PNG or TIFF) found in folder {folder} or its subfolders"
+            + (f" ({found})." if found else ".")
         )
-    records = _Records()
+    records = _Records(skipped=skipped)
     for file in files:
         label = file.relative_to(folder).as_posix()
         try:
@@ -420,6 +465,7 @@ def _finish(
     skipped = list(records.skipped)
     kept: list[int] = []
     paths: list[str] = []
+    image_problems: dict[str, str | None] = {}  # a file listed many times is decoded once
     for i, label in enumerate(records.labels):
         reason = None
         image = records.images[i]
@@ -436,7 +482,9 @@ def _finish(
             records.lat[i], records.lon[i], records.crs_assumed, require_location
         )
         if reason is None and check_images:
-            reason = _image_problem(image)
+            if image not in image_problems:
+                image_problems[image] = _image_problem(image)
+            reason = image_problems[image]
         if reason is not None:
             skipped.append({"record": label, "reason": reason})
             continue

@@ -207,6 +207,10 @@ class GeoclipModel(nn.Module):
         """Frozen backbone features ``(B, feature_dim)`` (what the feature cache stores)."""
         return self.backbone.image_features(images)
 
+    def feature_precision(self) -> str:
+        """The backbone's (Backbone.feature_precision)."""
+        return self.backbone.feature_precision()
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings ``(B, 512)``, not normalised."""
         return self.image_head(self.image_features(images))

@@ -42,6 +42,12 @@ class Objective(ABC):
         work for this objective. Runs before the run folder is written."""
         return config
 
+    def finished(self, run_dir: Path, config: TrainConfig) -> TrainResult | None:
+        """The result of a resumed run that has nothing left to do, else None."""
+        from ..loop import finished_run
+
+        return finished_run(run_dir, config.epochs)
+
     @abstractmethod
     def fit(self, run: Run) -> TrainResult:
         """Train on ``run.samples`` into ``run.dir`` (the folder and the seed are set up)."""

@@ -27,7 +27,6 @@ from ..columns import clean_text
 from ..config import MIN_SCALE_M, SCALE_NEIGHBOURS, SCALE_PER_SPACING, TrainConfig
 from ..data.tensors import ImageDataset
 from ..device import autocast
-from ..errors import ModelError
 from ..io import progress_span
 from ..loop import FEATURE_SHARE, Trainable, TrainResult, run_epochs
 from ..losses import MAX_LOGIT_SCALE
@@ -179,9 +178,8 @@ class CaptionObjective(Objective):
     def load(self, run_dir: Path, config: TrainConfig, device: torch.device) -> Backbone:
         state = read_checkpoint(run_dir)
         backbone = create_backbone(config.backbone, config.pretrained, device=device)
-        if set(state["model"]) - set(backbone.state_dict()):
-            raise ModelError(
-                f"the checkpoint in {run_dir} does not fit backbone {config.backbone!r}"
-            )
+        unexpected = sorted(set(state["model"]) - set(backbone.state_dict()))
+        if unexpected:
+            raise KeyError(f"unexpected weights such as {unexpected[0]!r}")
         backbone.load_state_dict(state["model"], strict=False)
         return backbone.eval()

@@ -27,7 +27,7 @@ from ..io import ProgressFn, save_torch
 from ..loop import TrainResult
 from ..models import create_backbone
 from ..retrieval import Predictions, localize
-from ..runs import CONFIG, Run, read_config, training_gallery
+from ..runs import CONFIG, Run, load_checkpoint, read_config, training_gallery
 from .base import Objective
 
 KNN_FEATURES = "knn_features.pt"
@@ -107,6 +107,13 @@ class ImageKnn(Objective):
     marker = KNN_FEATURES
     caption_gallery = False
 
+    def finished(self, run_dir: Path, config: TrainConfig) -> TrainResult | None:
+        # Nothing is trained: a folder holding the features (same input and settings, which
+        # start_run checked) is complete.
+        if (run_dir / KNN_FEATURES).is_file():
+            return TrainResult(run_dir, 0, float("nan"), 0.0, already_complete=True)
+        return None
+
     def fit(self, run: Run) -> TrainResult:
         """Store the training images' frozen features; a result with 0 epochs, a NaN loss and
         the indexing rate."""
@@ -155,7 +162,7 @@ def load_knn(
         device = resolve_device(device)
     if backbone is None:
         backbone = create_backbone(config.backbone, config.pretrained, device=device)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, needs=("cache_key", "features"))
     if state["cache_key"] != backbone.cache_key:
         raise ModelError(
             f"the image features in {path} were made with other weights than backbone "

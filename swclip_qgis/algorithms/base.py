@@ -6,6 +6,7 @@ Every algorithm is QGIS glue around one ``swclip`` command run by the worker in 
 
 from __future__ import annotations
 
+import configparser
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -32,31 +33,75 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..backend import BackendNotFound, plugin_dir
-from ..layers import apply_style, export_points, layer_file_dir, move_to_group
-from ..runner import WorkerFailed, run_worker
+from ..backend import BackendNotFound, find_backend, plugin_dir
+from ..layers import (
+    apply_style,
+    check_image_field,
+    export_points,
+    group_of,
+    guess_image_field,
+    layer_file_dir,
+    new_group,
+    place_in_group,
+)
+from ..runner import WorkerFailed, command_line, run_worker
+from ..vector_io import export_layer
 
 # swclip_core.config.METHODS (QGIS must not import the backend); a test keeps them equal.
 RETRIEVAL_METHODS = ("mode", "weighted", "top1")
 MODE_RADIUS_M = 5000.0
 DEVICES = ("auto", "cpu", "cuda")
+# swclip_core.config.PRECISIONS after "default" (no --precision: auto on a GPU, fp32 on a CPU); a
+# test keeps them equal.
+PRECISIONS = ("default", "auto", "fp32", "bf16", "fp16")
+# The share of a run's progress bar given to exporting the input; the backend fills the rest.
+EXPORT_SHARE = 5.0
+BACKEND_SPAN = (EXPORT_SHARE, 100.0)
 # Processing keeps only a pointer to a layer post-processor and runs a CLONE of the algorithm
 # (QgsProcessingAlgorithm::run), deleted before the results are loaded: the post-processors must
 # outlive it. The most recent ones are kept here; a run loads its outputs long before 100 more.
 _LIVE_POST_PROCESSORS: deque = deque(maxlen=100)
 
 
+HELP_ANCHOR = "#the-qgis-plugin"  # README.md's section on the plugin
+
+
+def help_url() -> str:
+    """The README section on the plugin, at the homepage named in the plugin's metadata."""
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(plugin_dir() / "metadata.txt", encoding="utf-8")
+    homepage = metadata.get("general", "homepage", fallback="").strip()
+    return homepage + HELP_ANCHOR if homepage else ""
+
+
+class OutputGroup:
+    """The layer tree group that one run's outputs share: the group of the layer
+    ``follow_layer_id`` (the predictions they were made from) when that is in one, else a new
+    group ``name`` at the top, created when the first output is loaded."""
+
+    def __init__(self, name: str, follow_layer_id: str | None = None) -> None:
+        self.name = name
+        self.follow_layer_id = follow_layer_id
+        self._group = None
+
+    def resolve(self, project: Any):
+        if self._group is None:
+            self._group = group_of(project, self.follow_layer_id) or new_group(project, self.name)
+        return self._group
+
+
 class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
-    """Styles an output layer once Processing has loaded it, and puts it in the run's group.
+    """Styles an output layer once Processing has loaded it and puts it in its run's group,
+    polygons below points and lines (:func:`~swclip_qgis.layers.place_in_group`).
 
     Processing keeps only a pointer to a post-processor, so the Python object is kept alive in
     ``_LIVE_POST_PROCESSORS``.
     """
 
-    def __init__(self, style_name: str, group_name: str) -> None:
+    def __init__(self, style_name: str, group: OutputGroup) -> None:
         super().__init__()
         self.style_name = style_name
-        self.group_name = group_name
+        self.group = group
 
     def postProcessLayer(
         self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -64,8 +109,9 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
         if layer is None:
             return
         apply_style(layer, self.style_name)
-        if context.project() is not None and self.group_name:
-            move_to_group(context.project(), layer, self.group_name)
+        project = context.project()
+        if project is not None:
+            place_in_group(project, layer, self.group.resolve(project))
 
 
 class SwclipAlgorithm(QgsProcessingAlgorithm):
@@ -85,7 +131,12 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     METHOD = "METHOD"
     MODE_RADIUS = "MODE_RADIUS"
     DEVICE = "DEVICE"
+    PRECISION = "PRECISION"
     RUN_NAME = "RUN_NAME"
+    REGIONS = "REGIONS"
+    REGION_FIELD = "REGION_FIELD"
+    STREETS = "STREETS"
+    STREET_FIELD = "STREET_FIELD"
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,6 +167,12 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         return QIcon(str(plugin_dir() / "icon.svg"))
+
+    def svgIconPath(self) -> str:
+        return str(plugin_dir() / "icon.svg")
+
+    def helpUrl(self) -> str:
+        return help_url()
 
     # --- parameter factories -------------------------------------------------------------------
 
@@ -156,11 +213,58 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(
                 self.IMAGE_FIELD,
-                self.tr("Image path field"),
+                self.tr("Image path field (empty: the field whose values are image files)"),
                 parentLayerParameterName=self.INPUT,
                 type=QgsProcessingParameterField.String,
+                optional=True,
             )
         )
+
+    def add_joins(self) -> None:
+        """Optional regions and streets layers whose names fill the photos' region and street
+        (the location captions), as ``swclip``'s spatial joins do."""
+        for layer, field, label, field_label, kinds in (
+            (self.REGIONS, self.REGION_FIELD, "Region polygons (names fill each photo's region)",
+             "Region name field (empty: detected)", [QgsProcessing.TypeVectorPolygon]),
+            (self.STREETS, self.STREET_FIELD, "Named streets (lines or points; fill each photo's "
+             "street)", "Street name field (empty: detected)",
+             [QgsProcessing.TypeVectorLine, QgsProcessing.TypeVectorPoint]),
+        ):  # fmt: skip
+            self.addParameter(
+                QgsProcessingParameterFeatureSource(layer, self.tr(label), kinds, optional=True)
+            )
+            self.addParameter(
+                QgsProcessingParameterField(
+                    field,
+                    self.tr(field_label),
+                    parentLayerParameterName=layer,
+                    optional=True,
+                )
+            )
+
+    def join_args(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, folder: Path
+    ) -> list[Any]:
+        """The ``--regions``/``--streets`` arguments of the layers :meth:`add_joins` offers,
+        each exported to a GeoPackage in ``folder``."""
+        args: list[Any] = []
+        for layer, field, name, field_option in (
+            (self.REGIONS, self.REGION_FIELD, "regions", "--region-field"),
+            (self.STREETS, self.STREET_FIELD, "streets", "--street-field"),
+        ):
+            source = self.parameterAsSource(parameters, layer, context)
+            if source is None:
+                continue
+            path = folder / f"{name}.gpkg"
+            try:
+                export_layer(source, path, name)
+            except OSError as error:
+                raise QgsProcessingException(str(error)) from None
+            args += [f"--{name}", path, f"--{name}-layer", name]
+            chosen = self.parameterAsString(parameters, field, context)
+            if chosen:
+                args += [field_option, chosen]
+        return args
 
     def add_predictions_layer(self) -> None:
         """The input: a predictions point layer written by Localize layer."""
@@ -226,6 +330,17 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=0,
             )
         )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.PRECISION,
+                self.tr(
+                    "Precision (default: auto on a GPU, fp32 on a CPU; auto: float16/bfloat16 "
+                    "on a GPU, bfloat16 on CPUs that compute it natively, else fp32)"
+                ),
+                options=list(PRECISIONS),
+                defaultValue=0,
+            )
+        )
 
     def add_run_name(self) -> None:
         self.add_advanced(
@@ -273,15 +388,24 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        base_dir = layer_file_dir(self.parameterAsVectorLayer(parameters, self.INPUT, context))
         image_field = self.parameterAsString(parameters, self.IMAGE_FIELD, context)
-        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        if not image_field:
+            image_field = guess_image_field(source, base_dir)
+            if image_field is None:
+                raise QgsProcessingException(
+                    self.tr("The input layer has no text field of image paths.")
+                )
+            feedback.pushInfo(self.tr("Image path field: {}").format(image_field))
         try:
+            check_image_field(source, image_field, base_dir)
             report = export_points(
                 source,
                 image_field,
                 folder / "samples.gpkg",
-                base_dir=layer_file_dir(layer),
+                base_dir=base_dir,
                 feedback=feedback,
+                progress_share=EXPORT_SHARE,
             )
         except (ValueError, OSError) as error:
             raise QgsProcessingException(str(error)) from None
@@ -296,6 +420,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 report.written, len(report.skipped)
             )
         )
+        self.export_report = report
         return report.path, source.sourceCrs()
 
     def input_args(self, samples: Path) -> list[str]:
@@ -310,11 +435,24 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         return ["--top-k", top_k, "--method", method, "--mode-radius-m", radius]
 
     def runtime_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
-        return ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        args = ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        precision = PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]
+        return args if precision == "default" else [*args, "--precision", precision]
 
     def gallery_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
         gallery = self.parameterAsFile(parameters, self.GALLERY, context)
         return ["--gallery", gallery] if gallery else []
+
+    def output_group(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, *, follow_input: bool
+    ) -> OutputGroup:
+        """The group of this run's outputs: the run name when one is given; else, with
+        ``follow_input``, the input layer's group (the predictions' run), else a new group."""
+        follow = None
+        if follow_input and not self.parameterAsString(parameters, self.RUN_NAME, context).strip():
+            layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+            follow = layer.id() if layer is not None else None
+        return OutputGroup(self.run_name(parameters, context), follow)
 
     def run_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
         name = self.parameterAsString(parameters, self.RUN_NAME, context).strip()
@@ -324,14 +462,26 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         return f"SW-CLIP {Path(model).name}" if model else "SW-CLIP"
 
     def run_backend(
-        self, command: str, args: list[Any], feedback: QgsProcessingFeedback
+        self,
+        command: str,
+        args: list[Any],
+        feedback: QgsProcessingFeedback,
+        progress_span: tuple[float, float] = BACKEND_SPAN,
+        shown_args: list[Any] | None = None,
     ) -> dict[str, Any]:
-        """Run ``swclip COMMAND ARGS`` in the backend; failures become QgsProcessingException."""
-        feedback.pushInfo(self.tr("Backend: swclip {} ...").format(command))
+        """Run ``swclip COMMAND ARGS`` in the backend; failures become QgsProcessingException.
+
+        The log gets the command line that reproduces the run in a shell, with ``shown_args``
+        instead of ``args`` when the run writes to a staging place the user never sees.
+        """
         try:
-            return run_worker(command, args, feedback)
+            python = find_backend().python
         except BackendNotFound as error:
             raise QgsProcessingException(str(error)) from None
+        feedback.pushInfo(self.tr("Backend command (runs the same in a shell):"))
+        feedback.pushCommandInfo(command_line(python, command, shown_args or args))
+        try:
+            return run_worker(command, args, feedback, python=python, progress_span=progress_span)
         except WorkerFailed as error:
             if error.cancelled:
                 raise QgsProcessingException(self.tr("Cancelled; no output was written.")) from None
@@ -356,11 +506,11 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         return dest_id
 
     def style_when_loaded(
-        self, context: QgsProcessingContext, dest_id: str, style_name: str, group_name: str
+        self, context: QgsProcessingContext, dest_id: str, style_name: str, group: OutputGroup
     ) -> None:
-        """Style the output ``dest_id`` and group it once Processing loads it into the project."""
+        """Style the output ``dest_id`` and put it in ``group`` once Processing loads it."""
         if not context.willLoadLayerOnCompletion(dest_id):
             return
-        processor = StyleOnLoad(style_name, group_name)
+        processor = StyleOnLoad(style_name, group)
         _LIVE_POST_PROCESSORS.append(processor)
         context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)

@@ -23,7 +23,7 @@ from qgis.core import (
 from ..files import staged
 from ..layers import load_gpkg_layer
 from ..vector_io import copy_transformed, export_layer
-from .base import SwclipAlgorithm
+from .base import EXPORT_SHARE, SwclipAlgorithm
 
 # (label, worker option, geometry the layer must hold)
 SOURCES = (
@@ -154,7 +154,9 @@ class BuildGalleryAlgorithm(SwclipAlgorithm):
         else:
             exported = folder / "source.gpkg"
             try:
-                count = export_layer(source, exported, "source", feedback=feedback)
+                count = export_layer(
+                    source, exported, "source", feedback=feedback, progress_share=EXPORT_SHARE
+                )
             except OSError as error:
                 raise QgsProcessingException(str(error)) from None
             if count == 0:
@@ -185,6 +187,6 @@ class BuildGalleryAlgorithm(SwclipAlgorithm):
         count = copy_transformed(layer, sink, crs, context)
         feedback.pushInfo(self.tr("{} gallery locations").format(count))
         if context.willLoadLayerOnCompletion(dest_id):
-            group = self.run_name(parameters, context)
+            group = self.output_group(parameters, context, follow_input=False)
             self.style_when_loaded(context, dest_id, GALLERY_LAYER, group)
         return {self.OUTPUT: dest_id, self.GALLERY_FILE: str(gallery_file)}

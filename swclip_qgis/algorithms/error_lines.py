@@ -114,5 +114,6 @@ class ErrorLinesAlgorithm(SwclipAlgorithm):
                 written, skipped
             )
         )
-        self.style_when_loaded(context, dest_id, STYLE, self.run_name(parameters, context))
+        group = self.output_group(parameters, context, follow_input=True)
+        self.style_when_loaded(context, dest_id, STYLE, group)
         return {self.OUTPUT: dest_id}

@@ -10,13 +10,33 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterRasterDestination,
+    QgsUnitTypes,
 )
 
 from ..layers import crs_argument
 from ..vector_io import export_layer
-from .base import SwclipAlgorithm
+from .base import EXPORT_SHARE, SwclipAlgorithm
 
 REQUIRED = ("true_lat", "true_lon", "error_m")
+STYLE = "error_surface"
+NODATA = -9999.0  # swclip_core.surface.NODATA
+
+
+def warp(source: Path, target: Path, wkt: str) -> None:
+    """Reproject a GeoTIFF to the CRS ``wkt`` (nearest neighbour: the errors keep their values).
+
+    GDAL's own Python bindings, which every QGIS installation has (its raster tools use them).
+    """
+    from osgeo import gdal
+
+    # The return value, not gdal.UseExceptions(): that would change GDAL for all of QGIS.
+    dataset = gdal.Warp(str(target), str(source), dstSRS=wkt, resampleAlg="near",
+                        dstNodata=NODATA, creationOptions=["COMPRESS=DEFLATE"])  # fmt: skip
+    if dataset is None:
+        raise QgsProcessingException(
+            f"cannot reproject the error surface to the layer's CRS: {gdal.GetLastErrorMsg()}"
+        )
+    dataset = None  # closes and flushes the file
 
 
 class ErrorSurfaceAlgorithm(SwclipAlgorithm):
@@ -33,7 +53,9 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
         "true_lat, true_lon, error_m). Each cell is the inverse-distance-weighted mean "
         "(weights 1/d^power) of the errors of its 12 nearest photos; cells farther than the "
         "maximum distance from every photo are nodata. The raster is in the predictions "
-        "layer's CRS when it is projected in metres, else in the local UTM zone.\n\n"
+        "layer's CRS (interpolated in the local UTM zone and warped to it when that CRS is in "
+        "degrees). It is styled "
+        "in the classes of the predicted points and joins the predictions' layer group.\n\n"
         "Cell size 0 and maximum distance 0 mean automatic: a quarter of, and three times, the "
         "median spacing between photos."
     )
@@ -69,18 +91,30 @@ class ErrorSurfaceAlgorithm(SwclipAlgorithm):
             raise QgsProcessingException(
                 self.tr("The error surface is written as GeoTIFF: choose a file ending in .tif.")
             )
-        exported = self.work_dir() / "predictions.gpkg"
+        folder = self.work_dir()
+        exported = folder / "predictions.gpkg"
         try:
-            export_layer(source, exported, "predictions", feedback=feedback)
+            export_layer(
+                source, exported, "predictions", feedback=feedback, progress_share=EXPORT_SHARE
+            )
         except OSError as error:
             raise QgsProcessingException(str(error)) from None
+        crs = source.sourceCrs()
+        # The backend interpolates in metres: a layer in degrees gets a UTM raster first, warped
+        # to the layer's CRS afterwards.
+        in_metres = not crs.isGeographic() and crs.mapUnits() == QgsUnitTypes.DistanceMeters
+        written = out if in_metres else folder / "surface_metres.tif"
         power = self.parameterAsDouble(parameters, self.POWER, context)
-        args: list[Any] = [exported, "--layer", "predictions", "--out", out,
-                           "--crs", crs_argument(source.sourceCrs()), "--power", power]  # fmt: skip
+        args: list[Any] = [exported, "--layer", "predictions", "--out", written,
+                           "--crs", crs_argument(crs), "--power", power]  # fmt: skip
         for name, option in ((self.CELL_M, "--cell-m"), (self.MAX_DISTANCE_M, "--max-distance-m")):
             value = self.parameterAsDouble(parameters, name, context)
             if value > 0:
                 args += [option, value]
         out.parent.mkdir(parents=True, exist_ok=True)
         self.run_backend("surface", args, feedback)
+        if written != out:
+            warp(written, out, crs.toWkt())
+        group = self.output_group(parameters, context, follow_input=True)
+        self.style_when_loaded(context, str(out), STYLE, group)
         return {self.OUTPUT: str(out)}

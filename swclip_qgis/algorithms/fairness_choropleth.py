@@ -166,7 +166,8 @@ class FairnessChoroplethAlgorithm(SwclipAlgorithm):
         }
         for name, description in DISPARITY:
             feedback.pushInfo(f"{description}: {results[name]:.4g}")
-        self.style_when_loaded(context, dest_id, STYLE, self.run_name(parameters, context))
+        group = self.output_group(parameters, context, follow_input=True)
+        self.style_when_loaded(context, dest_id, STYLE, group)
         return results
 
     def sample_labels(

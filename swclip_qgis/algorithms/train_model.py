@@ -42,6 +42,10 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         "The output folder holds config.json (every setting), checkpoint.pt, metrics.jsonl and "
         "train_samples.csv (the default gallery of Localize layer). It is written complete or "
         "not at all: cancelling leaves nothing behind.\n\n"
+        "Optional region polygons and named streets fill each photo's region and street "
+        "where the layer has none (`swclip train --regions/--streets`): the location captions "
+        "then name the place.\n\n"
+        "The log shows the `swclip train` command that reproduces the run in a shell.\n\n"
         "Advanced: the backbone (swclip-lite works offline; any open_clip model name with a "
         "pretrained tag or file), the spatial kernel (scale and cutoff in metres), the loss "
         "weights, batch size, device and seed."
@@ -68,6 +72,7 @@ class TrainModelAlgorithm(SwclipAlgorithm):
                 self.OBJECTIVE, self.tr("Objective"), options=list(OBJECTIVES), defaultValue=0
             )
         )
+        self.add_joins()
         self.addParameter(
             QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), minValue=1,
                                          defaultValue=30)
@@ -126,10 +131,12 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             raise QgsProcessingException(
                 self.tr("{} already holds a trained model; choose another model folder").format(out)
             )
-        samples, _crs = self.export_input(parameters, context, feedback, self.work_dir())
+        folder = self.work_dir()
+        samples, _crs = self.export_input(parameters, context, feedback, folder)
         value = self.parameterAsDouble
         args = [
             *self.input_args(samples),
+            *self.join_args(parameters, context, folder),
             "--objective", OBJECTIVES[self.parameterAsEnum(parameters, self.OBJECTIVE, context)],
             "--epochs", self.parameterAsInt(parameters, self.EPOCHS, context),
             "--backbone", self.parameterAsString(parameters, self.BACKBONE, context),
@@ -150,7 +157,9 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         # run leaves no folder that looks like a model.
         try:
             with staged(out) as staging:
-                self.run_backend("train", [*args, "--out", staging], feedback)
+                self.run_backend(
+                    "train", [*args, "--out", staging], feedback, shown_args=[*args, "--out", out]
+                )
         except OSError as error:
             raise QgsProcessingException(
                 self.tr("cannot move the trained model to {}: {}").format(out, error)

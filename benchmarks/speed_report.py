@@ -1,0 +1,178 @@
+"""The Speed section of results.md, from what benchmarks.speed measured."""
+
+from __future__ import annotations
+
+from swclip_core.device import resolve_device, resolve_precision
+
+# Side by side in every table; bfloat16 is emulated (and slower) on CPUs without it, which the
+# rows then show. `auto` picks one of them (swclip_core.device.resolve_precision).
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_note(result: dict) -> str:
+    auto = resolve_precision("auto", resolve_device("auto"))
+    loads = ", ".join(f"{name} {a:.1f}-{b:.1f}" for name, (a, b) in result.get("load", {}).items())
+    return (
+        f"Measured on {result.get('date', '?')} (`make bench-speed`). fp32 and bf16 rows are "
+        f"timed in the same rounds, alternating (median of rounds, the range in brackets); "
+        f"`--precision auto` picks **{auto}** on this machine. Under bfloat16, swclip-lite's "
+        "image trunk computes in float32 (its depthwise convolutions lose too much in bfloat16; "
+        "README, Precision), so its bf16 feature rows time the same float32 trunk. The accuracy "
+        "tables above were measured in float32, which stays the default on a CPU (`auto` is "
+        "opt-in there); since they were measured, swclip-lite's trunk reads channels-last "
+        "pixels, which gives the same float32 features (cosine 1 - 2e-7, the same nearest "
+        "images), so they still describe the defaults. The machine "
+        "was shared with other engineers' jobs: 1-minute load average (2 cores) at the start and "
+        f"end of each part: {loads}."
+    )
+
+
+def feature_lines(result: dict) -> list[str]:
+    fe = result["feature_extraction"]
+    first = next(iter(fe.values()))["fp32"]
+    lines = [
+        "### Feature extraction (swclip-lite image trunk, batch 32)",
+        "",
+        f"Images decoded in {first['decode_workers']} worker processes (0: in the main process, "
+        "the default on a CPU, where the forward pass already uses every core; see "
+        "swclip_core.features.decode_workers), uint8 pixels normalised per batch. The pipeline "
+        "and the trunk's bare forward on as many random images alternate in "
+        f"{first['rounds']} rounds; the ratio is taken within each round.",
+        "",
+        "| data | precision | images | pipeline images/s | bare forward images/s | "
+        "ratio (target >= 0.90) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, rows in fe.items():
+        for precision, row in rows.items():
+            lines.append(
+                f"| {name} | {precision} | {row['images']} | {row['pipeline_images_per_s']:.1f} | "
+                f"{row['bare_forward_images_per_s']:.1f} | {row['ratio']:.2f} "
+                f"[{row['ratio_min']:.2f}-{row['ratio_max']:.2f}] |"
+            )
+    return lines
+
+
+def training_lines(result: dict) -> list[str]:
+    lines = [
+        "### Training throughput (cached features, samples/s)",
+        "",
+        "| objective | fp32 | bf16 | bf16/fp32 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for objective, rows in result["training"].items():
+        a, b = rows["fp32"], rows["bf16"]
+        lines.append(
+            f"| {objective} | {a['samples_per_s']:.1f} [{a['min']:.0f}-{a['max']:.0f}] | "
+            f"{b['samples_per_s']:.1f} [{b['min']:.0f}-{b['max']:.0f}] | "
+            f"{b['samples_per_s'] / a['samples_per_s']:.2f} |"
+        )
+    return lines
+
+
+def gallery_lines(result: dict) -> list[str]:
+    g = result["gallery_embedding"]
+    return [
+        f"### Gallery embedding (swclip-lite text tower, {g['fp32']['captions']:,} captions)",
+        "",
+        "| precision | captions/s |",
+        "| --- | ---: |",
+        *(
+            f"| {p} | {row['captions_per_s']:.0f} [{row['min']:.0f}-{row['max']:.0f}] |"
+            for p, row in g.items()
+        ),
+    ]
+
+
+def retrieval_lines(result: dict) -> list[str]:
+    lines = [
+        "### Gallery retrieval (dim 256, top-5; target <= 1.2x best bare)",
+        "",
+        "Ours and the bare matmul are timed in turns (median of 7 rounds, 2 for the last row), "
+        "faiss after them (its idle OpenMP threads slowed whatever ran next). Ours scores at "
+        "most `MAX_BLOCK_BYTES` (256 MiB) of similarities at a time; the bare matmul holds the "
+        "whole (queries, gallery) matrix. Float32 only: the gallery is stored in float32."
+        + (
+            ""
+            if "retrieval" in result.get("load", {})
+            else " These rows were carried over from the previous full `make bench` run "
+            "(same code); a fresh `--work` folder measures them again."
+        ),
+        "",
+        "| gallery | queries | ours ms/query | matmul ms/query | faiss ms/query | ours/best | "
+        "ours extra RSS MB | matmul extra RSS MB | gallery MB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["retrieval"]:
+        lines.append(
+            f"| {r['gallery']:,} | {r['queries']:,} | {r['ours_ms_per_query']:.3f}"
+            f" | {r['matmul_ms_per_query']:.3f}"
+            f" | {r.get('faiss_ms_per_query', float('nan')):.3f} | {r['ours_vs_best_bare']:.2f} |"
+            f" {r['ours_extra_rss_mb']:.0f} | {r['matmul_extra_rss_mb']:.0f} |"
+            f" {r['gallery_mb']:.0f} |"
+        )
+    return lines
+
+
+def geoclip_lines(result: dict) -> list[str]:
+    g = result["geoclip"]
+    auto = g["auto"]
+    lines = [
+        f"### Per-image localization on GeoCLIP's {g['gallery']:,}-location gallery",
+        "",
+        f"A layer of {g['images']} photos (the first bundled ones), decoded at the model's "
+        f"input size and encoded in batches of {g['batch_size']}, against the gallery encoded once "
+        f"({g['gallery_encoding_once_s']:.1f} s); seconds per image = the layer's time / "
+        f"{g['images']} (median of {g['rounds']} rounds, precisions alternating).",
+        "",
+        "| pipeline | precision | seconds per image | speed-up vs official (target >= 100x) |",
+        "| --- | --- | ---: | ---: |",
+        f"| official geoclip `predict` (one image per call, re-encodes the gallery; one call "
+        f"timed after a warm-up) | fp32 | "
+        f"{g['official_predict_s']:.2f} | 1.0x |",
+    ]
+    for name, label in (
+        ("same_encoders", "same encoders (ViT-L/14 + MLP), cached gallery"),
+        ("swclip_lite", "swclip-lite image encoder, cached gallery"),
+    ):
+        for precision in PRECISIONS:
+            tag = f"{precision} (auto)" if precision == auto else precision
+            lines.append(
+                f"| {label} | {tag} | {g[f'{name}_{precision}_s']:.3f} | "
+                f"{g[f'{name}_{precision}_speedup']:.1f}x |"
+            )
+    lines += [
+        "",
+        "GeoCLIP's CLIP ViT-L/14 weights live on a model hub that this machine cannot reach: "
+        "the official class ran with its exact architecture and random CLIP weights "
+        "(identical cost); its location encoder, image MLP and gallery are the official "
+        "ones from the geoclip package.",
+    ]
+    return lines
+
+
+PARTS = {
+    "feature_extraction": feature_lines,
+    "training": training_lines,
+    "gallery_embedding": gallery_lines,
+    "retrieval": retrieval_lines,
+    "geoclip": geoclip_lines,
+}
+
+
+def summarise_speed(result: dict) -> list[str]:
+    """Markdown lines for results.md's Speed section (a part not measured yet is named)."""
+    lines = [precision_note(result)]
+    for name, part_lines in PARTS.items():
+        lines += ["", *(part_lines(result) if name in result else [f"{name}: not measured yet."])]
+    return lines
+
+
+def replace_section(markdown: str, heading: str, lines: list[str]) -> str:
+    """``markdown`` with the body of its ``## heading`` section (to the next ``## ``) replaced."""
+    before, marker, rest = markdown.partition(f"\n## {heading}\n")
+    if not marker:
+        return markdown.rstrip("\n") + f"\n\n## {heading}\n\n" + "\n".join(lines) + "\n"
+    _, next_heading, after = rest.partition("\n## ")
+    body = "\n".join(["", *lines, ""])
+    return before + marker + body + (next_heading + after if next_heading else "")

@@ -1,0 +1,353 @@
+"""The plugin as an analyst meets it: photos imported by QGIS's own tool, the dock, one layer group.
+
+Real worker, real photos (the bundled 41), small models (a couple of epochs). The photo layer is
+what *Import geotagged photos* (``native:importphotos``) makes: a memory layer in EPSG:4326 with the
+fields photo (full path), filename (name without extension), directory, altitude...
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsLayerTreeGroup,
+    QgsLayerTreeLayer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSettings,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+from swclip_qgis.backend import ENV_VAR, SETTING_KEY
+from swclip_qgis.panel import SwclipDock
+from swclip_qgis.provider import SwclipProvider
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO / "resources" / "sample_data" / "photos"
+EPOCHS = 2
+TASK_GUARD_S = 900.0  # a hang detector far above a real run, not a speed requirement
+REGIONS = {"Lund": (12.5, 55.3, 14.5, 56.3), "France": (-5.0, 42.0, 8.0, 51.0)}
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    provider = SwclipProvider()
+    registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkout_backend():
+    """The checkout's .venv runs the worker (neither the setting nor the variable is set)."""
+    saved = os.environ.pop(ENV_VAR, None)
+    QgsSettings().remove(SETTING_KEY)
+    yield
+    if saved is not None:
+        os.environ[ENV_VAR] = saved
+
+
+@pytest.fixture(scope="module")
+def imported(provider) -> QgsVectorLayer:
+    """The bundled photos as QGIS's Import geotagged photos loads them, in the project."""
+    import processing
+
+    layer = processing.run(
+        "native:importphotos", {"FOLDER": str(PHOTOS), "OUTPUT": "TEMPORARY_OUTPUT"}
+    )["OUTPUT"]
+    layer.setName("Photos")
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+@pytest.fixture(scope="module")
+def model(provider, imported, tmp_path_factory) -> Path:
+    """A model trained from the memory layer itself, the image field left to the algorithm."""
+    import processing
+
+    out = tmp_path_factory.mktemp("models") / "model_photos"
+    feedback = Recording()
+    processing.run(
+        "swclip:trainmodel",
+        {"INPUT": imported, "EPOCHS": EPOCHS, "OUTPUT": str(out)},
+        feedback=feedback,
+    )
+    assert "Image path field: photo" in feedback.infos
+    assert feedback.progress == sorted(feedback.progress), "the bar went backwards"
+    # the command a user can rerun names the model folder, not the hidden staging folder
+    [command] = feedback.commands
+    assert command.endswith(f"--out {out}") and ".partial" not in command
+    return out
+
+
+class Recording(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.infos: list[str] = []
+        self.commands: list[str] = []
+        self.progress: list[float] = []
+        self.progressChanged.connect(self.progress.append)
+
+    def pushInfo(self, info: str) -> None:
+        self.infos.append(info)
+
+    def pushCommandInfo(self, info: str) -> None:
+        self.commands.append(info)
+
+
+def wait_for(condition) -> None:
+    """Let Qt run (tasks, queued signals) until ``condition()`` holds."""
+    deadline = time.monotonic() + TASK_GUARD_S
+    while not condition():
+        assert time.monotonic() < deadline, "the background task did not finish"
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+
+
+def region_layer() -> QgsVectorLayer:
+    """Two region polygons (Lund, France) as a memory layer in the project."""
+    regions = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "regions", "memory")
+    for name, box in REGIONS.items():
+        feature = QgsFeature(regions.fields())
+        feature.setAttributes([name])
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*box)))
+        regions.dataProvider().addFeature(feature)
+    QgsProject.instance().addMapLayer(regions)
+    return regions
+
+
+def groups(project: QgsProject) -> list[QgsLayerTreeGroup]:
+    return [n for n in project.layerTreeRoot().children() if isinstance(n, QgsLayerTreeGroup)]
+
+
+def layer_names(group: QgsLayerTreeGroup) -> list[str]:
+    return [n.layer().name() for n in group.children() if isinstance(n, QgsLayerTreeLayer)]
+
+
+def test_the_image_field_is_chosen_by_its_values(provider, imported) -> None:
+    assert {"photo", "filename", "directory"} <= set(imported.fields().names())
+    dock = SwclipDock(None)
+    dock.layer_combo.setLayer(imported)
+    assert dock.field_combo.currentField() == "photo"
+
+
+def test_a_field_without_image_files_is_refused_naming_the_right_one(
+    provider, imported, model
+) -> None:
+    import processing
+
+    with pytest.raises(QgsProcessingException) as caught:
+        processing.run(
+            "swclip:localizelayer",
+            {"INPUT": imported, "IMAGE_FIELD": "filename", "MODEL": str(model),
+             "OUTPUT_POINTS": "TEMPORARY_OUTPUT", "OUTPUT_LINES": "TEMPORARY_OUTPUT"},
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "'filename' holds no existing image file" in message
+    assert "'photo' does" in message
+
+
+def test_dock_localizes_then_results_share_one_group_polygons_at_the_bottom(
+    provider, imported, model
+) -> None:
+    import processing
+
+    project = QgsProject.instance()
+    before = {g.name() for g in groups(project)}
+    dock = SwclipDock(None)
+    dock.layer_combo.setLayer(imported)
+    dock.model_widget.setFilePath(str(model))
+    bar: list[int] = []
+    dock.progress_bar.valueChanged.connect(bar.append)
+    dock.start_localizing()
+    assert dock.running, dock.message_label.text()
+    wait_for(lambda: not dock.running)
+    assert dock.message_label.text().startswith("Localized"), dock.message_label.text()
+    assert bar == sorted(bar) and bar[-1] == 100
+
+    [group] = [g for g in groups(project) if g.name() not in before]
+    assert group.name() == "SW-CLIP model_photos"
+    assert sorted(layer_names(group)) == ["Error lines", "Predicted points"]
+    points = next(n.layer() for n in group.children() if n.layer().name() == "Predicted points")
+    assert points.featureCount() == 41
+    # the input's own attributes come first, then the prediction's
+    names = [name for name in points.fields().names() if name != "fid"]  # GeoPackage's own
+    assert names[:3] == imported.fields().names()[:3] == ["photo", "filename", "directory"]
+    assert {"pred_lat", "pred_lon", "error_m"} <= set(names)
+    assert points.renderer().type() == "graduatedSymbol"  # the bundled style
+
+    regions = region_layer()
+    processing.runAndLoadResults(
+        "swclip:fairnesschoropleth",
+        {"INPUT": points, "REGIONS": regions, "REGION_FIELD": "name", "OUTPUT": "TEMPORARY_OUTPUT"},
+    )
+    processing.runAndLoadResults(
+        "swclip:errorlines", {"INPUT": points, "OUTPUT": "TEMPORARY_OUTPUT"}
+    )
+    processing.runAndLoadResults(
+        "swclip:errorsurface", {"INPUT": points, "OUTPUT": "TEMPORARY_OUTPUT"}
+    )
+    assert [g.name() for g in groups(project) if g.name() not in before] == [group.name()]
+    layers = [n.layer() for n in group.children()]
+    kinds = [
+        "raster" if isinstance(layer, QgsRasterLayer) else layer.geometryType() for layer in layers
+    ]
+    assert kinds[-2:] == ["raster", QgsWkbTypes.PolygonGeometry]  # polygons at the bottom
+    assert kinds.count(QgsWkbTypes.PolygonGeometry) == 1
+    assert QgsWkbTypes.PointGeometry in kinds[:2]
+    assert layers[-1].opacity() < 1.0  # the choropleth: the points below it stay visible
+    surface = layers[-2]
+    assert surface.crs().authid() == "EPSG:4326"  # the input's CRS, not a UTM zone
+    assert surface.renderer().type() == "singlebandpseudocolor"  # styled, not grey
+
+
+def test_a_csv_with_relative_paths_trains_and_localizes(provider, tmp_path) -> None:
+    import processing
+
+    imported = processing.run(
+        "native:importphotos", {"FOLDER": str(PHOTOS), "OUTPUT": "TEMPORARY_OUTPUT"}
+    )["OUTPUT"]
+    folder = tmp_path / "survey" / "2026"
+    folder.mkdir(parents=True)
+    lines = ["image,x,y"]
+    for feature in imported.getFeatures():
+        point = feature.geometry().asPoint()
+        relative = os.path.relpath(feature["photo"], folder)
+        lines.append(f"{relative},{point.x()!r},{point.y()!r}")
+    csv = folder / "photos.csv"
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    uri = f"{csv.as_uri()}?delimiter=,&xField=x&yField=y&crs=EPSG:4326"
+    layer = QgsVectorLayer(uri, "csv photos", "delimitedtext")
+    assert layer.isValid() and layer.featureCount() == 41
+    QgsProject.instance().addMapLayer(layer)
+    out = tmp_path / "model"
+    processing.run(
+        "swclip:trainmodel",
+        {"INPUT": layer, "IMAGE_FIELD": "image", "EPOCHS": 1, "OUTPUT": str(out)},
+    )
+    results = processing.run(
+        "swclip:localizelayer",
+        {"INPUT": layer.id(), "MODEL": str(out), "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+         "OUTPUT_LINES": "TEMPORARY_OUTPUT", "OUTPUT_SKIPPED": "TEMPORARY_OUTPUT"},
+    )  # fmt: skip
+    context = QgsProcessingContext()
+    points = results["OUTPUT_POINTS"]
+    if isinstance(points, str):
+        points = context.getMapLayer(points)
+    assert points.featureCount() == 41
+    skipped = results["OUTPUT_SKIPPED"]
+    if isinstance(skipped, str):
+        skipped = context.getMapLayer(skipped)
+    assert skipped.fields().names() == ["record", "reason"]
+    assert skipped.featureCount() == 0
+
+
+def build_model() -> QgsProcessingModelAlgorithm:
+    """Import geotagged photos -> Train model -> Localize layer -> Error lines -> choropleth."""
+    model = QgsProcessingModelAlgorithm("photos to fairness", "SW-CLIP")
+    from qgis.core import (
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFile,
+        QgsProcessingParameterVectorLayer,
+    )
+
+    for parameter in (
+        QgsProcessingParameterFile("photos", "Photo folder", QgsProcessingParameterFile.Folder),
+        QgsProcessingParameterVectorLayer("regions", "Regions"),
+    ):
+        model.addModelParameter(parameter, QgsProcessingModelParameter(parameter.name()))
+
+    def child(algorithm_id: str, child_id: str, sources: dict, outputs=()) -> None:
+        step = QgsProcessingModelChildAlgorithm(algorithm_id)
+        step.setChildId(child_id)
+        for name, source in sources.items():
+            step.addParameterSources(name, [source])
+        final = {}
+        for output in outputs:
+            declared = QgsProcessingModelOutput(f"{child_id}_{output}")
+            declared.setChildOutputName(output)
+            final[f"{child_id}_{output}"] = declared
+        step.setModelOutputs(final)
+        model.addChildAlgorithm(step)
+
+    param = QgsProcessingModelChildParameterSource.fromModelParameter
+    output = QgsProcessingModelChildParameterSource.fromChildOutput
+    value = QgsProcessingModelChildParameterSource.fromStaticValue
+    child("native:importphotos", "import", {"FOLDER": param("photos")})
+    child("swclip:trainmodel", "train",
+          {"INPUT": output("import", "OUTPUT"), "EPOCHS": value(1)},
+          outputs=("OUTPUT",))  # fmt: skip
+    child("swclip:localizelayer", "localize",
+          {"INPUT": output("import", "OUTPUT"), "MODEL": output("train", "OUTPUT")},
+          outputs=("OUTPUT_POINTS",))  # fmt: skip
+    child("swclip:errorlines", "lines", {"INPUT": output("localize", "OUTPUT_POINTS")},
+          outputs=("OUTPUT",))  # fmt: skip
+    child("swclip:fairnesschoropleth", "fairness",
+          {"INPUT": output("localize", "OUTPUT_POINTS"), "REGIONS": param("regions"),
+           "REGION_FIELD": value("name")}, outputs=("OUTPUT",))  # fmt: skip
+    return model
+
+
+def test_a_model_builder_model_runs_end_to_end(provider, tmp_path) -> None:
+    regions = region_layer()
+    model = build_model()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    parameters = {"photos": str(PHOTOS), "regions": regions.id(),
+                  "train:train_OUTPUT": str(tmp_path / "model"),
+                  "localize:localize_OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+                  "lines:lines_OUTPUT": "TEMPORARY_OUTPUT",
+                  "fairness:fairness_OUTPUT": "TEMPORARY_OUTPUT"}  # fmt: skip
+    ok, message = model.checkParameterValues(parameters, context)
+    assert ok, message
+    results, ok = model.run(parameters, context, feedback)
+    assert ok
+    points = context.getMapLayer(results["localize:localize_OUTPUT_POINTS"])
+    lines = context.getMapLayer(results["lines:lines_OUTPUT"])
+    choropleth = context.getMapLayer(results["fairness:fairness_OUTPUT"])
+    assert points.featureCount() == lines.featureCount() == 41
+    assert sorted(f["n"] for f in choropleth.getFeatures()) == [12, 29]
+
+
+def test_localize_joins_region_names_from_a_polygon_layer(provider, imported, model) -> None:
+    import processing
+
+    results = processing.run(
+        "swclip:localizelayer",
+        {"INPUT": imported, "MODEL": str(model), "REGIONS": region_layer(),
+         "REGION_FIELD": "name", "OUTPUT_POINTS": "TEMPORARY_OUTPUT",
+         "OUTPUT_LINES": "TEMPORARY_OUTPUT"},
+    )  # fmt: skip
+    regions = [f["region"] for f in results["OUTPUT_POINTS"].getFeatures()]
+    assert sorted(set(regions)) == ["France", "Lund"]
+    assert regions.count("Lund") == 29
+
+
+def test_the_dock_says_why_a_run_was_refused(provider, imported, model) -> None:
+    dock = SwclipDock(None)
+    dock.layer_combo.setLayer(imported)
+    dock.field_combo.setField("filename")
+    dock.model_widget.setFilePath(str(model))
+    dock.start_localizing()
+    wait_for(lambda: not dock.running)
+    message = dock.message_label.text()
+    assert message.startswith("Failed: The field 'filename' holds no existing image file")
+    assert "'photo' does" in message
+    assert dock.localize_button.isEnabled() and dock.progress_bar.value() == 0
