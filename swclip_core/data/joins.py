@@ -27,7 +27,7 @@ import pyproj
 import shapely
 
 from swclip_core.columns import CANDIDATES, NAME_FIELDS, clean_text, find_column, is_missing_text
-from swclip_core.data.samples import choose_layer
+from swclip_core.data.tables import choose_layer
 from swclip_core.errors import InputError
 from swclip_core.geo import WGS84
 
