@@ -25,6 +25,8 @@ LIGHT_MODULES = (
     "swclip_core.data.rasters",
     "swclip_core.data.records",
     "swclip_core.data.samples",
+    "swclip_core.data.scene_styles",
+    "swclip_core.data.scenes",
     "swclip_core.data.splits",
     "swclip_core.data.synthetic",
     "swclip_core.data.tables",

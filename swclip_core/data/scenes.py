@@ -1,176 +1,37 @@
 """Drawing one synthetic street scene (see :mod:`swclip_core.data.synthetic` for what the scenes
-model and why): town styles, street characters and the smooth local field, then sky, backdrop,
-facades, street furniture, occluders and camera nuisances, and the EXIF that marks the file as
-synthetic. Deterministic: the same seed gives the same pixels.
+model and why): with the place's town style, street character and local field
+(:mod:`swclip_core.data.scene_styles`), the sky, backdrop, facades, street furniture, occluders and
+camera nuisances, and the EXIF that marks the file as synthetic. Deterministic: the same seed gives
+the same pixels.
 """
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageFilter
 from PIL.TiffImagePlugin import IFDRational
 
-from swclip_core.data.places import name_key
+from swclip_core.data.scene_styles import (
+    GENERATOR_VERSION,
+    StreetStyle,
+    TownStyle,
+    hsv_colour,
+    local_field,
+    seeded_rng,
+    street_style,
+    style_keys,
+    town_style,
+)
 from swclip_core.errors import InputError
-from swclip_core.geo import EARTH_RADIUS_M
 
 SYNTHETIC_MARKER = "SW-CLIP synthetic scene"
-# Bump when the drawing changes, so cached files from an older generator are not reused.
-GENERATOR_VERSION = 1
-
-_TOWN_CELL_M = 4000.0
-_STREET_CELL_M = 250.0
+# GENERATOR_VERSION and local_field are imported from here too (by synthetic.py and the tests).
 _EXIF_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131
 _EXIF_GPS_IFD = 0x8825
-
-
-# --------------------------------------------------------------------------------------------------
-# Styles
-
-
-def seeded_rng(seed: int, *parts: object) -> np.random.Generator:
-    """A generator seeded from ``seed`` and names, stable across runs (unlike ``hash``)."""
-    text = "|".join(str(p) for p in (GENERATOR_VERSION, seed, *parts))
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-    return np.random.default_rng(int.from_bytes(digest, "little"))
-
-
-def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    return np.array(
-        colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)), dtype=np.float32
-    )
-
-
-def _metres(lat: float, lon: float) -> tuple[float, float]:
-    """East/north metres on a global equirectangular grid (smooth, all the field needs)."""
-    return (
-        EARTH_RADIUS_M * math.radians(lon) * math.cos(math.radians(lat)),
-        EARTH_RADIUS_M * math.radians(lat),
-    )
-
-
-@dataclass(frozen=True)
-class _Town:
-    palette: tuple[tuple[float, float, float], ...]  # facade colours as HSV
-    min_floors: int
-    max_floors: int
-    pitched_roofs: bool
-    roof_hsv: tuple[float, float, float]
-    window_rgb: tuple[float, float, float]
-    shop_share: float
-    hill_height: float  # backdrop height as a share of the facade base height
-
-
-@dataclass(frozen=True)
-class _Street:
-    colours: tuple[int, ...]  # indices into the town palette
-    building_width: float  # px at scale 1
-    width_jitter: float
-    depth: float  # 0 narrow street (close facades) .. 1 wide road (distant facades)
-    setback: float  # 0 .. 1, front gardens above 0.6
-    floors: int  # typical storeys; single buildings differ by one at most
-    window_spacing: float
-    tree_rate: float  # per 256 px of street
-    pole_rate: float
-    gap_share: float
-    double_yellow: bool
-    car_rate: float
-
-
-@lru_cache(maxsize=4096)
-def _town_style(seed: int, town_key: str) -> _Town:
-    rng = seeded_rng(seed, "town", town_key)
-    hue = rng.random()
-    sat = rng.uniform(0.1, 0.55)
-    value = rng.uniform(0.6, 0.9)
-    # Colours of one town stay close to its hue and brightness, so towns are told apart by palette.
-    palette = tuple(
-        (hue + rng.normal(0.0, 0.05), sat * rng.uniform(0.6, 1.3), value + rng.uniform(-0.1, 0.1))
-        for _ in range(5)
-    )
-    min_floors = int(rng.integers(1, 4))
-    return _Town(
-        palette=palette,
-        min_floors=min_floors,
-        max_floors=min_floors + int(rng.integers(0, 4)),
-        pitched_roofs=bool(rng.random() < 0.6),
-        roof_hsv=(
-            float(rng.choice([0.02, 0.06, 0.6, 0.62])),
-            rng.uniform(0.1, 0.6),
-            rng.uniform(0.2, 0.5),
-        ),
-        window_rgb=tuple(
-            float(c)
-            for c in _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.1, 0.4), rng.uniform(0.15, 0.45))
-        ),
-        shop_share=float(rng.uniform(0.0, 0.6)),
-        hill_height=float(rng.uniform(0.0, 0.45)),
-    )
-
-
-@lru_cache(maxsize=16384)
-def _street_style(seed: int, town_key: str, street_key: str) -> _Street:
-    town = _town_style(seed, town_key)
-    rng = seeded_rng(seed, "street", town_key, street_key)
-    n_colours = int(rng.integers(1, 4))
-    return _Street(
-        colours=tuple(int(i) for i in rng.choice(5, size=n_colours, replace=False)),
-        building_width=float(rng.uniform(38.0, 110.0)),
-        width_jitter=float(rng.uniform(0.05, 0.35)),
-        depth=float(rng.random()),
-        setback=float(rng.random()),
-        floors=int(rng.integers(town.min_floors, town.max_floors + 1)),
-        window_spacing=float(rng.uniform(13.0, 26.0)),
-        tree_rate=float(rng.choice([0.0, 0.5, 1.5, 3.0])),
-        pole_rate=float(rng.uniform(0.3, 2.5)),
-        gap_share=float(rng.uniform(0.0, 0.2)),
-        double_yellow=bool(rng.random() < 0.35),
-        car_rate=float(rng.uniform(0.2, 1.6)),
-    )
-
-
-@lru_cache(maxsize=64)
-def _field_waves(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per channel (4) and wave (6): wavelength (m), direction cos, direction sin, phase."""
-    rng = seeded_rng(seed, "field")
-    wavelength = np.exp(rng.uniform(math.log(400.0), math.log(5000.0), size=(4, 6)))
-    theta = rng.uniform(0.0, 2.0 * math.pi, size=(4, 6))
-    phase = rng.uniform(0.0, 2.0 * math.pi, size=(4, 6))
-    return wavelength, np.cos(theta), np.sin(theta), phase
-
-
-def local_field(lat: float, lon: float, *, seed: int) -> np.ndarray:
-    """The smooth spatial field (4 values in -1..1) that shifts appearance around ``lat, lon``.
-
-    Each value is a seeded sum of six plane waves over east/north metres, squashed by tanh; it
-    changes by little over 100 m and decorrelates over a few kilometres.
-    """
-    x, y = _metres(lat, lon)
-    wavelength, cos_t, sin_t, phase = _field_waves(seed)
-    waves = np.sin(2.0 * math.pi * (x * cos_t + y * sin_t) / wavelength + phase)
-    return np.tanh(waves.sum(axis=1) / math.sqrt(3.0))
-
-
-def _style_keys(lat: float, lon: float, street: str | None, city: str | None) -> tuple[str, str]:
-    x, y = _metres(lat, lon)
-    town = name_key(city)
-    if not town:
-        town = f"cell:{math.floor(x / _TOWN_CELL_M)},{math.floor(y / _TOWN_CELL_M)}"
-    road = name_key(street)
-    if not road:
-        road = f"cell:{math.floor(x / _STREET_CELL_M)},{math.floor(y / _STREET_CELL_M)}"
-    return town, road
-
-
-# --------------------------------------------------------------------------------------------------
-# Drawing
 
 
 @lru_cache(maxsize=16)
@@ -225,8 +86,8 @@ def _ellipse(
 def _draw_buildings(
     img: np.ndarray,
     layout: np.random.Generator,
-    town: _Town,
-    street: _Street,
+    town: TownStyle,
+    street: StreetStyle,
     field: np.ndarray,
     base: float,
     scale: float,
@@ -246,7 +107,7 @@ def _draw_buildings(
     win_col = np.zeros(width, dtype=bool)
     door_col = np.zeros(width, dtype=bool)
     shop_col = np.zeros(width, dtype=bool)
-    town_roof = _hsv(town.roof_hsv[0] + 0.03 * field[3], town.roof_hsv[1], town.roof_hsv[2])
+    town_roof = hsv_colour(town.roof_hsv[0] + 0.03 * field[3], town.roof_hsv[1], town.roof_hsv[2])
     x = x_start
     # The draws do not depend on the scale, so every view of a place shows the same buildings.
     while x < width:
@@ -275,9 +136,9 @@ def _draw_buildings(
             roof_rgb[a:b] = town_roof
         else:
             top[a:b] = flat_top - 3.0 * scale
-            roof_rgb[a:b] = _hsv(h_, s_, v_ * 0.6)
+            roof_rgb[a:b] = hsv_colour(h_, s_, v_ * 0.6)
         roof_line[a:b] = flat_top
-        facade[a:b] = _hsv(
+        facade[a:b] = hsv_colour(
             h_ + 0.07 * field[0] + tint[0], s_ + tint[1], v_ * (1.0 + 0.15 * field[1])
         )
         window_rgb[a:b] = np.array(town.window_rgb, dtype=np.float32) * light
@@ -291,7 +152,7 @@ def _draw_buildings(
         door_col[a:b] = np.abs(cols - door_x) < max(0.22 * spacing, 3.0 * scale)
         if is_shop:
             shop_col[a:b] = inside & ~door_col[a:b]
-            sign_rgb[a:b] = _hsv(sign_hue, 0.7, 0.8)
+            sign_rgb[a:b] = hsv_colour(sign_hue, 0.7, 0.8)
 
     above_ground = base - ys  # (H, 1): height above the facade base
     building = (ys >= top[None, :]) & (ys < base)
@@ -340,7 +201,7 @@ def _draw_car(
 ) -> None:
     length = rng.uniform(48.0, 70.0) * scale
     body_h = rng.uniform(12.0, 16.0) * scale
-    colour = _hsv(rng.random(), rng.uniform(0.0, 0.8), rng.uniform(0.2, 0.95))
+    colour = hsv_colour(rng.random(), rng.uniform(0.0, 0.8), rng.uniform(0.2, 0.95))
     glass = np.array([0.15, 0.18, 0.22], np.float32)
     _rect(img, x, ground - body_h, x + length, ground - 3 * scale, colour)
     _rect(img, x + 0.2 * length, ground - 1.8 * body_h, x + 0.8 * length, ground - body_h, colour)
@@ -360,7 +221,7 @@ def _draw_pedestrian(
     img: np.ndarray, rng: np.random.Generator, x: float, ground: float, scale: float
 ) -> None:
     tall = rng.uniform(28.0, 40.0) * scale
-    coat = _hsv(rng.random(), rng.uniform(0.0, 0.7), rng.uniform(0.1, 0.8))
+    coat = hsv_colour(rng.random(), rng.uniform(0.0, 0.7), rng.uniform(0.1, 0.8))
     _rect(
         img,
         x - 2.5 * scale,
@@ -376,7 +237,7 @@ def _draw_pedestrian(
         ground - 0.9 * tall,
         3.2 * scale,
         3.6 * scale,
-        _hsv(0.07, rng.uniform(0.2, 0.6), rng.uniform(0.35, 0.9)),
+        hsv_colour(0.07, rng.uniform(0.2, 0.6), rng.uniform(0.35, 0.9)),
     )
 
 
@@ -402,9 +263,9 @@ def render_scene(
     width, height = int(size[0]), int(size[1])
     if width < 32 or height < 32:
         raise InputError(f"Scene size must be at least 32 x 32 pixels, got {width} x {height}.")
-    town_key, street_key = _style_keys(lat, lon, street, city)
-    town = _town_style(seed, town_key)
-    road = _street_style(seed, town_key, street_key)
+    town_key, street_key = style_keys(lat, lon, street, city)
+    town = town_style(seed, town_key)
+    road = street_style(seed, town_key, street_key)
     field = local_field(lat, lon, seed=seed)
     place = f"{lat:.7f},{lon:.7f}"
     # Separate streams so the number of buildings a view happens to show cannot shift the trees.
@@ -424,8 +285,8 @@ def render_scene(
 
     # Sky: clear blue to hazy grey, shifted by the local field; clouds are per view.
     haze = 0.5 + 0.35 * field[2] + nuisance.normal(0.0, 0.08)
-    sky_top = _hsv(0.6 + 0.02 * field[2], 0.55 * (1 - haze) + 0.08, 0.85)
-    sky_low = _hsv(0.58 + 0.04 * field[2], 0.25 * (1 - haze) + 0.05, 0.95)
+    sky_top = hsv_colour(0.6 + 0.02 * field[2], 0.55 * (1 - haze) + 0.08, 0.85)
+    sky_low = hsv_colour(0.58 + 0.04 * field[2], 0.25 * (1 - haze) + 0.05, 0.95)
     ramp = np.clip(ys / max(base, 1.0), 0.0, 1.0)[..., None]
     img[:] = sky_top + (sky_low - sky_top) * ramp
     for _ in range(int(nuisance.integers(0, 4))):
@@ -440,7 +301,7 @@ def render_scene(
         )
 
     # Backdrop: hills (town) coloured by the local vegetation field.
-    green = _hsv(0.27 + 0.05 * field[3], 0.45 + 0.15 * field[3], 0.45)
+    green = hsv_colour(0.27 + 0.05 * field[3], 0.45 + 0.15 * field[3], 0.45)
     hill_phase = float(furniture.uniform(0, 2 * math.pi))
     hill_top = base * (
         1.0 - town.hill_height * (0.6 + 0.4 * np.sin(xs / (40.0 * scale) + hill_phase))
