@@ -72,7 +72,7 @@ LAYERS = {
     "models": ("models", "features"),
     "engine": ("runs", "loop", "objectives", "evaluation", "probe"),
     "api": ("api",),
-    "interface": ("cli", "cli_options", "worker", "demo"),
+    "interface": ("cli", "cli_input", "cli_options", "worker", "demo"),
 }
 ORDER = list(LAYERS)
 # The list of objectives (and its package, only a docstring) is read by the configuration; the
