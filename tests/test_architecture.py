@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO
 
 # Readers, geodesy and GIS outputs serve the QGIS backend checks and notebooks that never train:
 # importing them must not pay torch's seconds of start-up.

@@ -29,7 +29,8 @@ from swclip_core.data import (
 from swclip_core.data.tensors import ImageDataset, resize_side, split_preprocess
 from swclip_core.errors import InputError
 
-PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "photos"
+from .conftest import PHOTOS as PHOTOS_DIR
+
 TOL_DEG = 1e-6
 
 

@@ -3,8 +3,6 @@ gives back what was stored."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from swclip_core.data.images import load_image
@@ -12,7 +10,7 @@ from swclip_core.device import resolve_device
 from swclip_core.features import extract_image_features
 from swclip_core.models import create_backbone
 
-PHOTOS_DIR = Path(__file__).resolve().parents[1] / "resources" / "sample_data" / "photos"
+from .conftest import PHOTOS as PHOTOS_DIR
 
 
 @torch.no_grad()

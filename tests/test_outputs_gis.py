@@ -25,7 +25,8 @@ from swclip_core.outputs import (
     write_predictions_gpkg,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO
+
 BUNDLED_REGIONS = REPO / "resources" / "sample_data" / "regions" / "naturalearth_admin1_gb.geojson"
 RENDER_COPY = Path("/tmp/swclip_choropleth.png")
 # The table QGIS 3.22 creates in a GeoPackage (read from one QgsVectorLayer.saveStyleToDatabase

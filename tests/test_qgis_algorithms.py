@@ -41,8 +41,8 @@ from swclip_qgis.layers import apply_style
 from swclip_qgis.provider import SwclipProvider
 from swclip_qgis.runner import WorkerFailed, run_worker
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "resources" / "sample_data" / "photos"
+from .conftest import PHOTOS, REPO
+
 VENV = REPO / ".venv"
 SWCLIP = VENV / "bin" / "swclip"
 RENDER_PNG = Path("/tmp/swclip_plugin_render.png")

@@ -31,8 +31,8 @@ from qgis.PyQt.QtGui import QColor
 from swclip_qgis.layers import apply_style
 from swclip_qgis.provider import SwclipProvider
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "resources" / "sample_data" / "photos"
+from .conftest import PHOTOS
+
 RENDER_PNG = Path("/tmp/swclip_fairness_render.png")
 NEW_ALGORITHMS = (
     "swclip:buildgallery",
@@ -40,6 +40,7 @@ NEW_ALGORITHMS = (
     "swclip:fairnesschoropleth",
     "swclip:errorsurface",
 )
+
 # Two boxes around the photos (Lund, Sweden and northern France) and one without any photo.
 REGIONS = {
     "Lund": (12.5, 55.3, 14.5, 56.3),

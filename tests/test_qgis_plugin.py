@@ -34,7 +34,8 @@ from swclip_qgis.backend import (
     probe,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO
+
 PLUGIN_DIR = REPO / "swclip_qgis"
 VENV_PYTHON = REPO / ".venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 HEAVY_MODULES = {"torch", "torchvision", "open_clip", "timm", "transformers", "swclip_core"}

@@ -37,8 +37,8 @@ from swclip_qgis.backend import ENV_VAR, SETTING_KEY
 from swclip_qgis.panel import SwclipDock
 from swclip_qgis.provider import SwclipProvider
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "resources" / "sample_data" / "photos"
+from .conftest import PHOTOS
+
 EPOCHS = 2
 TASK_GUARD_S = 900.0  # a hang detector far above a real run, not a speed requirement
 REGIONS = {"Lund": (12.5, 55.3, 14.5, 56.3), "France": (-5.0, 42.0, 8.0, 51.0)}
