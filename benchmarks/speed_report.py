@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from swclip_core.device import resolve_device, resolve_precision
 
 # Side by side in every table; bfloat16 is emulated (and slower) on CPUs without it, which the
 # rows then show. `auto` picks one of them (swclip_core.device.resolve_precision).
 PRECISIONS = ("fp32", "bf16")
+
+
+def table(header: str, align: str, rows: Iterable[Sequence[str]]) -> list[str]:
+    """A Markdown table: the ``header`` and ``align`` lines, then one line per row of cells."""
+    return [header, align, *("| " + " | ".join(cells) + " |" for cells in rows)]
+
+
+def with_range(value: float, low: float, high: float, digits: int, range_digits: int) -> str:
+    """A median with the range of the rounds in brackets: ``12.3 [11-14]``."""
+    return f"{value:.{digits}f} [{low:.{range_digits}f}-{high:.{range_digits}f}]"
 
 
 def precision_note(result: dict) -> str:
@@ -39,35 +51,47 @@ def feature_lines(result: dict) -> list[str]:
         "and the trunk's bare forward on as many random images alternate in "
         f"{first['rounds']} rounds; the ratio is taken within each round.",
         "",
+    ]
+    return lines + table(
         "| data | precision | images | pipeline images/s | bare forward images/s | "
         "ratio (target >= 0.90) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for name, rows in fe.items():
-        for precision, row in rows.items():
-            lines.append(
-                f"| {name} | {precision} | {row['images']} | {row['pipeline_images_per_s']:.1f} | "
-                f"{row['bare_forward_images_per_s']:.1f} | {row['ratio']:.2f} "
-                f"[{row['ratio_min']:.2f}-{row['ratio_max']:.2f}] |"
-            )
-    return lines
+        (
+            [
+                name,
+                precision,
+                str(row["images"]),
+                f"{row['pipeline_images_per_s']:.1f}",
+                f"{row['bare_forward_images_per_s']:.1f}",
+                with_range(row["ratio"], row["ratio_min"], row["ratio_max"], 2, 2),
+            ]
+            for name, rows in fe.items()
+            for precision, row in rows.items()
+        ),
+    )
 
 
 def training_lines(result: dict) -> list[str]:
-    lines = [
+    def speed(row: dict) -> str:
+        return with_range(row["samples_per_s"], row["min"], row["max"], 1, 0)
+
+    return [
         "### Training throughput (cached features, samples/s)",
         "",
-        "| objective | fp32 | bf16 | bf16/fp32 |",
-        "| --- | ---: | ---: | ---: |",
+        *table(
+            "| objective | fp32 | bf16 | bf16/fp32 |",
+            "| --- | ---: | ---: | ---: |",
+            (
+                [
+                    objective,
+                    speed(rows["fp32"]),
+                    speed(rows["bf16"]),
+                    f"{rows['bf16']['samples_per_s'] / rows['fp32']['samples_per_s']:.2f}",
+                ]
+                for objective, rows in result["training"].items()
+            ),
+        ),
     ]
-    for objective, rows in result["training"].items():
-        a, b = rows["fp32"], rows["bf16"]
-        lines.append(
-            f"| {objective} | {a['samples_per_s']:.1f} [{a['min']:.0f}-{a['max']:.0f}] | "
-            f"{b['samples_per_s']:.1f} [{b['min']:.0f}-{b['max']:.0f}] | "
-            f"{b['samples_per_s'] / a['samples_per_s']:.2f} |"
-        )
-    return lines
 
 
 def gallery_lines(result: dict) -> list[str]:
@@ -75,11 +99,13 @@ def gallery_lines(result: dict) -> list[str]:
     return [
         f"### Gallery embedding (swclip-lite text tower, {g['fp32']['captions']:,} captions)",
         "",
-        "| precision | captions/s |",
-        "| --- | ---: |",
-        *(
-            f"| {p} | {row['captions_per_s']:.0f} [{row['min']:.0f}-{row['max']:.0f}] |"
-            for p, row in g.items()
+        *table(
+            "| precision | captions/s |",
+            "| --- | ---: |",
+            (
+                [p, with_range(row["captions_per_s"], row["min"], row["max"], 0, 0)]
+                for p, row in g.items()
+            ),
         ),
     ]
 
@@ -99,19 +125,26 @@ def retrieval_lines(result: dict) -> list[str]:
             "(same code); a fresh `--work` folder measures them again."
         ),
         "",
+    ]
+    return lines + table(
         "| gallery | queries | ours ms/query | matmul ms/query | faiss ms/query | ours/best | "
         "ours extra RSS MB | matmul extra RSS MB | gallery MB |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in result["retrieval"]:
-        lines.append(
-            f"| {r['gallery']:,} | {r['queries']:,} | {r['ours_ms_per_query']:.3f}"
-            f" | {r['matmul_ms_per_query']:.3f}"
-            f" | {r.get('faiss_ms_per_query', float('nan')):.3f} | {r['ours_vs_best_bare']:.2f} |"
-            f" {r['ours_extra_rss_mb']:.0f} | {r['matmul_extra_rss_mb']:.0f} |"
-            f" {r['gallery_mb']:.0f} |"
-        )
-    return lines
+        (
+            [
+                f"{r['gallery']:,}",
+                f"{r['queries']:,}",
+                f"{r['ours_ms_per_query']:.3f}",
+                f"{r['matmul_ms_per_query']:.3f}",
+                f"{r.get('faiss_ms_per_query', float('nan')):.3f}",
+                f"{r['ours_vs_best_bare']:.2f}",
+                f"{r['ours_extra_rss_mb']:.0f}",
+                f"{r['matmul_extra_rss_mb']:.0f}",
+                f"{r['gallery_mb']:.0f}",
+            ]
+            for r in result["retrieval"]
+        ),
+    )
 
 
 def geoclip_lines(result: dict) -> list[str]:
@@ -125,22 +158,34 @@ def geoclip_lines(result: dict) -> list[str]:
         f"({g['gallery_encoding_once_s']:.1f} s); seconds per image = the layer's time / "
         f"{g['images']} (median of {g['rounds']} rounds, precisions alternating).",
         "",
+    ]
+    official = [
+        "official geoclip `predict` (one image per call, re-encodes the gallery; one call timed "
+        "after a warm-up)",
+        "fp32",
+        f"{g['official_predict_s']:.2f}",
+        "1.0x",
+    ]
+    lines += table(
         "| pipeline | precision | seconds per image | speed-up vs official (target >= 100x) |",
         "| --- | --- | ---: | ---: |",
-        f"| official geoclip `predict` (one image per call, re-encodes the gallery; one call "
-        f"timed after a warm-up) | fp32 | "
-        f"{g['official_predict_s']:.2f} | 1.0x |",
-    ]
-    for name, label in (
-        ("same_encoders", "same encoders (ViT-L/14 + MLP), cached gallery"),
-        ("swclip_lite", "swclip-lite image encoder, cached gallery"),
-    ):
-        for precision in PRECISIONS:
-            tag = f"{precision} (auto)" if precision == auto else precision
-            lines.append(
-                f"| {label} | {tag} | {g[f'{name}_{precision}_s']:.3f} | "
-                f"{g[f'{name}_{precision}_speedup']:.1f}x |"
-            )
+        [
+            official,
+            *(
+                [
+                    label,
+                    f"{precision} (auto)" if precision == auto else precision,
+                    f"{g[f'{name}_{precision}_s']:.3f}",
+                    f"{g[f'{name}_{precision}_speedup']:.1f}x",
+                ]
+                for name, label in (
+                    ("same_encoders", "same encoders (ViT-L/14 + MLP), cached gallery"),
+                    ("swclip_lite", "swclip-lite image encoder, cached gallery"),
+                )
+                for precision in PRECISIONS
+            ),
+        ],
+    )
     lines += [
         "",
         "GeoCLIP's CLIP ViT-L/14 weights live on a model hub that this machine cannot reach: "
