@@ -59,6 +59,18 @@ def fake_backend(tmp_path: Path, body: str) -> str:
     return str(script)
 
 
+def write_pid(path: Path, pid: str = "os.getpid()") -> str:
+    """A line of a fake backend's script that writes ``pid`` (an expression) to ``path``, so that a
+    test can check afterwards that the runner left no process behind."""
+    return f"open({str(path)!r}, 'w').write(str({pid}))"
+
+
+def pid_recording_backend(tmp_path: Path, body: str) -> tuple[str, Path]:
+    """A :func:`fake_backend` that first writes its process id; returns it and the pid's file."""
+    pid_file = tmp_path / "pid"
+    return fake_backend(tmp_path, f"{write_pid(pid_file)}\n{body}"), pid_file
+
+
 def run_guarded(function, *args, **kwargs):
     """``function(*args, **kwargs)`` in a thread; fails the test if it does not return."""
     outcome: dict = {}
@@ -108,11 +120,8 @@ RESULT = (
 
 
 def test_a_backend_that_closes_stdout_but_keeps_running_is_stopped(tmp_path) -> None:
-    pid_file = tmp_path / "pid"
-    python = fake_backend(
-        tmp_path,
-        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-        f"{progress(0.5)}\nos.close(1)\nsys.stdout = None\ntime.sleep(600)",
+    python, pid_file = pid_recording_backend(
+        tmp_path, f"{progress(0.5)}\nos.close(1)\nsys.stdout = None\ntime.sleep(600)"
     )
     with pytest.raises(WorkerFailed) as caught:
         run_guarded(run_worker, "predict", [], Recorder(), python=python, **FAST)
@@ -143,7 +152,7 @@ def test_a_child_holding_the_pipe_neither_hangs_the_run_nor_survives_it(
         tmp_path,
         # the child inherits stdout and stderr and outlives its parent
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
+        f"{write_pid(child_pid, 'child.pid')}\n"
         + (RESULT if sends_result else "sys.stderr.write('crashed in native code\\n')")
         + "\nos._exit(0 if "
         + str(sends_result)
@@ -181,13 +190,10 @@ def test_a_child_holding_the_pipe_neither_hangs_the_run_nor_survives_it(
     ids=lambda value: value[:40],
 )
 def test_a_malformed_message_fails_the_run_readably(tmp_path, line, expected) -> None:
-    pid_file = tmp_path / "pid"
     payload = tmp_path / "line.txt"
     payload.write_text(line, encoding="utf-8")
-    python = fake_backend(
-        tmp_path,
-        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-        f"print(open({str(payload)!r}).read(), flush=True)\n{RESULT}\ntime.sleep(600)",
+    python, pid_file = pid_recording_backend(
+        tmp_path, f"print(open({str(payload)!r}).read(), flush=True)\n{RESULT}\ntime.sleep(600)"
     )
     with pytest.raises(WorkerFailed) as caught:
         run_guarded(run_worker, "predict", [], Recorder(), python=python, **FAST)
