@@ -53,3 +53,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (only the project's own machines have it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    """The plugin's Processing provider, registered for the tests of one module (QGIS tests only:
+    ``qgis_processing`` comes from pytest-qgis, and QGIS is imported here, not for every test)."""
+    from qgis.core import QgsApplication
+
+    from swclip_qgis.provider import SwclipProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = SwclipProvider()
+    registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)

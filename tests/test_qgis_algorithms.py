@@ -23,7 +23,6 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
-    QgsMapRendererParallelJob,
     QgsMapSettings,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -32,16 +31,15 @@ from qgis.core import (
     QgsSettings,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
 from swclip_qgis.backend import ENV_VAR, REQUIRED_PACKAGES, SETTING_KEY
 from swclip_qgis.backend_setup import site_packages
 from swclip_qgis.layers import apply_style
-from swclip_qgis.provider import SwclipProvider
 from swclip_qgis.runner import WorkerFailed, run_worker
 
 from .conftest import PHOTOS, REPO
+from .qgis_support import render
 
 VENV = REPO / ".venv"
 SWCLIP = VENV / "bin" / "swclip"
@@ -80,15 +78,6 @@ class RecordingFeedback(QgsProcessingFeedback):
         if wanted and text.startswith(wanted) and not self.isCanceled():
             self.cancelled_at = time.monotonic()
             self.cancel()
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    provider = SwclipProvider()
-    registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 @pytest.fixture()
@@ -309,12 +298,7 @@ def render_outputs(points: QgsVectorLayer, lines: QgsVectorLayer, source: QgsVec
     settings.setLayers([points, lines, source])
     settings.setDestinationCrs(points.crs())
     settings.setExtent(extent)
-    settings.setOutputSize(QSize(900, 700))
-    settings.setBackgroundColor(QColor("white"))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    image = job.renderedImage()
+    image = render(settings, 900, 700)
     assert image.save(str(RENDER_PNG), "PNG")
     # Not blank: a good share of pixels is not the background.
     sample = [image.pixelColor(x, y).name() for x in range(0, 900, 9) for y in range(0, 700, 7)]

@@ -18,20 +18,18 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsDistanceArea,
-    QgsMapRendererParallelJob,
     QgsMapSettings,
     QgsProcessingException,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
 from swclip_qgis.layers import apply_style
-from swclip_qgis.provider import SwclipProvider
 
 from .conftest import PHOTOS
+from .qgis_support import render
 
 RENDER_PNG = Path("/tmp/swclip_fairness_render.png")
 NEW_ALGORITHMS = (
@@ -47,15 +45,6 @@ REGIONS = {
     "France": (-5.0, 42.0, 8.0, 51.0),
     "Atlantic": (-30.0, 40.0, -20.0, 45.0),
 }
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    provider = SwclipProvider()
-    registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 @pytest.fixture(scope="module")
@@ -268,12 +257,7 @@ def render_fairness(choropleth: QgsVectorLayer, localized: dict, data: Path) -> 
     extent = to_map.transformBoundingBox(choropleth.extent())
     extent.scale(1.05)
     settings.setExtent(extent)
-    settings.setOutputSize(QSize(1000, 600))
-    settings.setBackgroundColor(QColor("white"))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    image = job.renderedImage()
+    image = render(settings, 1000, 600)
     assert image.save(str(RENDER_PNG), "PNG")
     sample = [image.pixelColor(x, y).name() for x in range(0, 1000, 10) for y in range(0, 600, 6)]
     assert sum(color != "#ffffff" for color in sample) > 100

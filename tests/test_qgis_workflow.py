@@ -35,22 +35,12 @@ from qgis.core import (
 
 from swclip_qgis.backend import ENV_VAR, SETTING_KEY
 from swclip_qgis.panel import SwclipDock
-from swclip_qgis.provider import SwclipProvider
 
 from .conftest import PHOTOS
 
 EPOCHS = 2
 TASK_GUARD_S = 900.0  # a hang detector far above a real run, not a speed requirement
 REGIONS = {"Lund": (12.5, 55.3, 14.5, 56.3), "France": (-5.0, 42.0, 8.0, 51.0)}
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    provider = SwclipProvider()
-    registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 @pytest.fixture(scope="module", autouse=True)
