@@ -18,7 +18,7 @@ from swclip_core.geo import (
     unit_to_latlon,
 )
 
-R = 6_371_008.8
+from .reference import R
 
 
 def chord_distance_m(lat1, lon1, lat2, lon2):

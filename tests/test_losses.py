@@ -19,18 +19,12 @@ from swclip_core.losses import (
     swclip_loss,
 )
 
-R = 6_371_008.8
+from .reference import ref_haversine
+
 B = 9
 
 
 # ---- reference implementations: plain Python loops straight from docs/method.md ----
-
-
-def ref_haversine(lat1, lon1, lat2, lon2):
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * R * math.atan2(math.sqrt(a), math.sqrt(1 - a))
 
 
 def ref_weights(lat, lon, scale, cutoff, kernel, street, city, sb, cb):
