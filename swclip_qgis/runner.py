@@ -158,6 +158,29 @@ def describe_exit(returncode: int | None) -> str:
     return f"the backend exited with code {returncode} without a result"
 
 
+def _start(argv: list[str], what: str, **streams: Any) -> subprocess.Popen:
+    """Start ``argv`` with its stdout as text lines, in the plugin's child environment and, on
+    POSIX, a process group of its own (so that stopping it stops its children too); ``streams``
+    gives stdin, stderr and cwd. A failure to start is a :class:`WorkerFailed` naming ``what``."""
+    try:
+        return subprocess.Popen(  # nosec B603: argument list, no shell; the user's backend or venv
+            argv,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=child_environment(),
+            start_new_session=_OWN_GROUP,
+            # Keep a console window from flashing up on Windows; 0 elsewhere.
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            **streams,
+        )
+    except OSError as error:
+        raise WorkerFailed(
+            f"{what} cannot be started ({error.strerror or error})", exit_code=None
+        ) from None
+
+
 def command_line(python: str, command: str, args: Sequence[Any]) -> str:
     """The shell command that runs the same request outside QGIS (``swclip`` with ``python``)."""
     argv = [python, "-m", "swclip_core.cli", command, *(str(a) for a in args)]
@@ -197,25 +220,13 @@ def run_worker(
     request = json.dumps({"command": command, "args": [str(a) for a in args]})
     # `python -m` puts the working directory first on sys.path: an empty one cannot shadow anything.
     with tempfile.TemporaryDirectory(prefix="swclip-worker-") as empty_dir:
-        try:
-            process = subprocess.Popen(  # nosec B603: argument list, no shell; the user's backend
-                [python, "-m", WORKER_MODULE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                env=child_environment(),
-                cwd=empty_dir,
-                start_new_session=_OWN_GROUP,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-            )
-        except OSError as error:
-            raise WorkerFailed(
-                f"the backend Python {python} cannot be started ({error.strerror or error})",
-                exit_code=None,
-            ) from None
+        process = _start(
+            [python, "-m", WORKER_MODULE],
+            f"the backend Python {python}",
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=empty_dir,
+        )
         follower = _Follower(process, feedback, poll_interval_s, end_grace_s, progress_span)
         try:
             return follower.run(request)
@@ -429,22 +440,7 @@ def run_logged(
         WorkerFailed: it cannot start, exits with a non-zero code, or is cancelled.
     """
     argv = [str(a) for a in argv]
-    try:
-        process = subprocess.Popen(  # nosec B603: argument list, no shell; fixed programs
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            env=child_environment(),
-            start_new_session=_OWN_GROUP,
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-        )
-    except OSError as error:
-        raise WorkerFailed(f"{argv[0]} cannot be started ({error.strerror or error})",
-                           exit_code=None) from None  # fmt: skip
+    process = _start(argv, argv[0], stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
     tail: deque = deque(maxlen=STDERR_TAIL_LINES)
