@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import tempfile
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -34,18 +32,10 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..backend import BackendNotFound, find_backend, plugin_dir
-from ..layers import (
-    apply_style,
-    check_image_field,
-    export_points,
-    group_of,
-    guess_image_field,
-    layer_file_dir,
-    new_group,
-    place_in_group,
-)
+from ..layers import check_image_field, export_points, guess_image_field, layer_file_dir
 from ..runner import WorkerFailed, command_line, run_worker
 from ..vector_io import export_layer
+from .output_loading import OutputGroup, style_when_loaded
 
 # swclip_core.config.METHODS (QGIS must not import the backend); a test keeps them equal.
 RETRIEVAL_METHODS = ("mode", "weighted", "top1")
@@ -57,10 +47,6 @@ PRECISIONS = ("default", "auto", "fp32", "bf16", "fp16")
 # The share of a run's progress bar given to exporting the input; the backend fills the rest.
 EXPORT_SHARE = 5.0
 BACKEND_SPAN = (EXPORT_SHARE, 100.0)
-# Processing keeps only a pointer to a layer post-processor and runs a CLONE of the algorithm
-# (QgsProcessingAlgorithm::run), deleted before the results are loaded: the post-processors must
-# outlive it. The most recent ones are kept here; a run loads its outputs long before 100 more.
-_LIVE_POST_PROCESSORS: deque = deque(maxlen=100)
 
 
 HELP_ANCHOR = "#the-qgis-plugin"  # README.md's section on the plugin
@@ -72,46 +58,6 @@ def help_url() -> str:
     metadata.read(plugin_dir() / "metadata.txt", encoding="utf-8")
     homepage = metadata.get("general", "homepage", fallback="").strip()
     return homepage + HELP_ANCHOR if homepage else ""
-
-
-class OutputGroup:
-    """The layer tree group that one run's outputs share: the group of the layer
-    ``follow_layer_id`` (the predictions they were made from) when that is in one, else a new
-    group ``name`` at the top, created when the first output is loaded."""
-
-    def __init__(self, name: str, follow_layer_id: str | None = None) -> None:
-        self.name = name
-        self.follow_layer_id = follow_layer_id
-        self._group = None
-
-    def resolve(self, project: Any):
-        if self._group is None:
-            self._group = group_of(project, self.follow_layer_id) or new_group(project, self.name)
-        return self._group
-
-
-class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
-    """Styles an output layer once Processing has loaded it and puts it in its run's group,
-    polygons below points and lines (:func:`~swclip_qgis.layers.place_in_group`).
-
-    Processing keeps only a pointer to a post-processor, so the Python object is kept alive in
-    ``_LIVE_POST_PROCESSORS``.
-    """
-
-    def __init__(self, style_name: str, group: OutputGroup) -> None:
-        super().__init__()
-        self.style_name = style_name
-        self.group = group
-
-    def postProcessLayer(
-        self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> None:
-        if layer is None:
-            return
-        apply_style(layer, self.style_name)
-        project = context.project()
-        if project is not None:
-            place_in_group(project, layer, self.group.resolve(project))
 
 
 class SwclipAlgorithm(QgsProcessingAlgorithm):
@@ -509,8 +455,4 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         self, context: QgsProcessingContext, dest_id: str, style_name: str, group: OutputGroup
     ) -> None:
         """Style the output ``dest_id`` and put it in ``group`` once Processing loads it."""
-        if not context.willLoadLayerOnCompletion(dest_id):
-            return
-        processor = StyleOnLoad(style_name, group)
-        _LIVE_POST_PROCESSORS.append(processor)
-        context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
+        style_when_loaded(context, dest_id, style_name, group)
