@@ -17,6 +17,8 @@ from swclip_core.captions import (
 )
 from swclip_core.errors import InputError
 
+# The example caption of docs/method.md, "Captions" (named when the method's specification lived
+# outside the repository).
 SPEC_EXAMPLE = (
     "Street: Aalin Court, City: Ballasalla, Country: Isle of Man. Lat: 54.09205, Lon: -4.62742."
 )
