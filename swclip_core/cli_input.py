@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 EXIT_OK = 0
@@ -47,9 +48,10 @@ def read_input(args: argparse.Namespace, chunk_rows: int | None = None):
 
 
 def enrich(samples, args: argparse.Namespace, *, report: bool = True):
-    """Apply the spatial joins the options ask for; print how many records each one filled
-    (unless not ``report``: a chunk of a layer, whose joins are reported for the whole)."""
-    from .data.joins import assign_grid_regions, join_regions, join_streets
+    """Apply the spatial joins the options ask for (:func:`swclip_core.api.apply_joins`); print
+    how many records each one filled (unless not ``report``: a chunk of a layer, whose joins are
+    reported for the whole)."""
+    from .api import Joins, apply_joins
     from .errors import InputError
 
     for option, needs in (
@@ -62,25 +64,11 @@ def enrich(samples, args: argparse.Namespace, *, report: bool = True):
             raise InputError(
                 f"--{option.replace('_', '-')} applies to --{needs}; give --{needs} LAYER too"
             )
+    # The options are named as Joins' fields; a command without some of them keeps the defaults.
+    given = {f.name: getattr(args, f.name, None) for f in fields(Joins)}
+    joins = Joins(**{name: value for name, value in given.items() if value is not None})
     before = len(samples.attrs.get("joins", []))
-    if getattr(args, "regions", None):
-        samples = join_regions(
-            samples,
-            args.regions,
-            name_field=args.region_field,
-            target=args.regions_as,
-            layer=args.regions_layer,
-        )
-    if getattr(args, "streets", None):
-        samples = join_streets(
-            samples,
-            args.streets,
-            name_field=args.street_field,
-            max_distance_m=args.street_max_distance_m,
-            layer=args.streets_layer,
-        )
-    if getattr(args, "region_grid_m", None) is not None:
-        samples = assign_grid_regions(samples, args.region_grid_m)
+    samples = apply_joins(samples, joins)
     if report:
         report_joins(samples.attrs.get("joins", [])[before:], len(samples))
     return samples
