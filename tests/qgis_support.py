@@ -1,11 +1,33 @@
-"""Drawing a map to an image, for the tests that run inside QGIS (pytest-qgis); their shared
-``provider`` fixture is in conftest.py."""
+"""What the tests that run inside QGIS (pytest-qgis) share besides the ``provider`` fixture of
+conftest.py: the bundled photos as a projected point layer, and drawing a map to an image."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor, QImage
+
+from .conftest import PHOTOS
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+
+def photos_in_sweref99() -> gpd.GeoDataFrame:
+    """The bundled photos as points in EPSG:3006 (SWEREF99 TM, so that every CRS step is
+    exercised), with the image path in the field ``photo``."""
+    import geopandas as gpd
+
+    from swclip_core.data import read_samples
+
+    samples = read_samples(PHOTOS)
+    return gpd.GeoDataFrame(
+        {"photo": samples["image_path"].astype(str).to_numpy()},
+        geometry=samples.geometry.to_numpy(),
+        crs="EPSG:4326",
+    ).to_crs("EPSG:3006")
 
 
 def render(settings: QgsMapSettings, width: int, height: int, background: str = "white") -> QImage:

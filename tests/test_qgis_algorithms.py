@@ -38,8 +38,8 @@ from swclip_qgis.backend_setup import site_packages
 from swclip_qgis.layers import apply_style
 from swclip_qgis.runner import WorkerFailed, run_worker
 
-from .conftest import PHOTOS, REPO
-from .qgis_support import render
+from .conftest import REPO
+from .qgis_support import photos_in_sweref99, render
 
 VENV = REPO / ".venv"
 SWCLIP = VENV / "bin" / "swclip"
@@ -92,16 +92,7 @@ def checkout_backend(monkeypatch):
 @pytest.fixture(scope="module")
 def photo_layer(tmp_path_factory) -> Path:
     """The real photos as a GeoPackage point layer in EPSG:3006 with the image field "photo"."""
-    import geopandas as gpd
-
-    from swclip_core.data import read_samples
-
-    samples = read_samples(PHOTOS)
-    layer = gpd.GeoDataFrame(
-        {"photo": samples["image_path"].astype(str).to_numpy()},
-        geometry=samples.geometry.to_numpy(),
-        crs="EPSG:4326",
-    ).to_crs("EPSG:3006")
+    layer = photos_in_sweref99()
     path = tmp_path_factory.mktemp("photos") / "photos.gpkg"
     layer.to_file(path, layer="photos", driver="GPKG")
     return path

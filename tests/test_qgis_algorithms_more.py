@@ -28,8 +28,7 @@ from qgis.PyQt.QtGui import QColor
 
 from swclip_qgis.layers import apply_style
 
-from .conftest import PHOTOS
-from .qgis_support import render
+from .qgis_support import photos_in_sweref99, render
 
 RENDER_PNG = Path("/tmp/swclip_fairness_render.png")
 NEW_ALGORITHMS = (
@@ -54,14 +53,7 @@ def data(tmp_path_factory) -> Path:
     import geopandas as gpd
     from shapely.geometry import LineString, box
 
-    from swclip_core.data import read_samples
-
-    samples = read_samples(PHOTOS)
-    photos = gpd.GeoDataFrame(
-        {"photo": samples["image_path"].astype(str).to_numpy()},
-        geometry=samples.geometry.to_numpy(),
-        crs="EPSG:4326",
-    ).to_crs("EPSG:3006")
+    photos = photos_in_sweref99()
     path = tmp_path_factory.mktemp("more") / "photos.gpkg"
     photos.to_file(path, layer="photos", driver="GPKG")
     # Every third photo: 10 in Lund, 4 in France, minus two -> 12, both areas represented.
