@@ -17,6 +17,8 @@ from swclip_core.api import Model, evaluate, load_model, train, zero_shot_model
 from swclip_core.config import DEFAULT_METHOD, TrainConfig
 from swclip_core.data.splits import random_split, spatial_block_split
 from swclip_core.evaluation import caption_table
+from swclip_core.fusion import KNN_WEIGHT
+from swclip_core.knn_weight import knn_weight_for
 from swclip_core.objectives.registry import REGISTRY, get_objective
 from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, caption_template, read_config
 
@@ -29,8 +31,13 @@ FUSED = "fused"
 OBJECTIVES = ("zero-shot", *REGISTRY, FUSED)
 PROTOCOLS = ("closed", "open")
 SPLITS = ("random", "spatial")
-# Settings only the swclip objective reads (swclip_core.objectives.swclip); the others ignore them.
+# Settings only the objectives with the sw loss read (swclip_core.objectives.spatial), and only
+# those with the hybrid encoder; the others ignore them.
 SWCLIP_ONLY = ("kernel", "lambda_nc", "lambda_fair", "nc_temperature")
+HYBRID_ONLY = ("hybrid_combine",)
+# "<objective>+knn": the objective fused with image-kNN, the share chosen on a validation split
+# of the training data (swclip_core.knn_weight), as `swclip predict --fuse` does by default.
+WITH_KNN = "+knn"
 FIGURES = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
 
 
@@ -63,9 +70,11 @@ def run_folder(runs: Path, objective: str, config: TrainConfig) -> Path:
     settings, and runs that would be identical are shared (a sweep row equal to the defaults,
     a plain CLIP run whatever SW-CLIP's kernel is)."""
     settings = replace(config, objective=objective, device="", num_workers=0).to_dict()
-    if objective != "swclip":
-        for name in SWCLIP_ONLY:
-            settings.pop(name)
+    listing = REGISTRY[objective]
+    for name in (SWCLIP_ONLY if listing.loss != "sw" else ()) + (
+        HYBRID_ONLY if listing.encoder != "hybrid" else ()
+    ):
+        settings.pop(name)
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode(), usedforsecurity=False)
     return runs / f"{objective}-{digest.hexdigest()[:10]}"
 
@@ -73,13 +82,14 @@ def run_folder(runs: Path, objective: str, config: TrainConfig) -> Path:
 def trained_model(
     objective: str, config: TrainConfig, train_set, runs: Path, cache: Path
 ) -> tuple[Model, Model | None]:
-    """The model of one objective (trained unless zero-shot) and, for the fused predictor, the
+    """The model of one objective (trained unless zero-shot) and, for a fused predictor, the
     image-kNN model it mixes in."""
     if objective == "zero-shot":
         return zero_shot_model(config, config.device), None
-    if objective == FUSED:
+    if objective == FUSED or objective.endswith(WITH_KNN):
+        base = "swclip" if objective == FUSED else objective.removesuffix(WITH_KNN)
         (model, _), (knn, _) = (
-            trained_model(name, config, train_set, runs, cache) for name in ("swclip", "image-knn")
+            trained_model(name, config, train_set, runs, cache) for name in (base, "image-knn")
         )
         return model, knn
     run_dir = run_folder(runs, objective, config)
@@ -94,6 +104,14 @@ def trained_model(
         )
         train(train_set, settings, run_dir, cache_dir=cache, resume=resume)
     return load_model(run_dir, config.device), None
+
+
+def fused_weight(objective: str, model: Model, knn: Model | None, cache: Path) -> float:
+    """The image-kNN share: "fused" keeps the fixed one, "<objective>+knn" is chosen on a
+    validation split as `swclip predict --fuse` does."""
+    if knn is None or objective == FUSED:
+        return KNN_WEIGHT
+    return knn_weight_for(model, knn, cache_dir=cache)
 
 
 def run_accuracy(
@@ -127,37 +145,39 @@ def run_accuracy(
                 for objective in objectives:
                     started = time.perf_counter()
                     model, fuse = trained_model(objective, config, train_set, runs, cache)
-                    for protocol, method in product(protocols, methods):
-                        if objective == FUSED and protocol != "open":
-                            continue
-                        result = evaluate(
-                            test_set,
-                            model,
-                            protocol=protocol,
-                            # image-kNN's gallery is its training images
-                            gallery=gallery if model.knn is None else None,
-                            fuse=fuse,
-                            cache_dir=cache,
-                            method=method,
-                        )
-                        record = {
-                            "dataset": dataset.name,
-                            "objective": objective,
-                            "protocol": protocol,
-                            "method": method,
-                            "split": split,
-                            "seed": seed,
-                            **{k: float(result.summary[k]) for k in FIGURES},
-                            "n_train": len(train_set),
-                            "n_test": len(test_set),
-                            "gallery_size": int(result.context["gallery_size"]),
-                            "epochs": config.epochs if objective != "zero-shot" else 0,
-                            "seconds": time.perf_counter() - started,
-                        }
-                        record.update(
-                            {k: float(v) for k, v in result.summary.items() if k.startswith("acc_")}
-                        )
-                        yield record
+                    knn_weight = fused_weight(objective, model, fuse, cache)
+                for protocol, method in product(protocols, methods):
+                    if fuse is not None and protocol != "open":
+                        continue
+                    result = evaluate(
+                        test_set,
+                        model,
+                        protocol=protocol,
+                        # image-kNN's gallery is its training images
+                        gallery=gallery if model.knn is None else None,
+                        fuse=fuse,
+                        knn_weight=knn_weight,
+                        cache_dir=cache,
+                        method=method,
+                    )
+                    record = {
+                        "dataset": dataset.name,
+                        "objective": objective,
+                        "protocol": protocol,
+                        "method": method,
+                        "split": split,
+                        "seed": seed,
+                        **{k: float(result.summary[k]) for k in FIGURES},
+                        "n_train": len(train_set),
+                        "n_test": len(test_set),
+                        "gallery_size": int(result.context["gallery_size"]),
+                        "epochs": config.epochs if objective != "zero-shot" else 0,
+                        "seconds": time.perf_counter() - started,
+                    }
+                    record.update(
+                        {k: float(v) for k, v in result.summary.items() if k.startswith("acc_")}
+                    )
+                    yield record
 
 
 def summarise(records: list[dict]) -> pd.DataFrame:

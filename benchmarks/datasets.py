@@ -57,6 +57,17 @@ def landsat_patches(raster: Path, work: Path, *, epochs: int) -> Dataset:
     return Dataset("landsat-raleigh", samples, note, block_m=1500.0, epochs=epochs)
 
 
+def andros_patches(raster: Path, *, epochs: int) -> Dataset:
+    """Real Landsat 7 patches of a second scene at a coarser scale, side by side (no overlap):
+    reefs, land, clouds and open ocean that looks alike wherever it is."""
+    samples = read_samples(raster, patch_size=32, patch_stride=32)
+    note = (
+        f"{len(samples)} real Landsat 7 patches, 32x32 px of 300 m (9.6 km), Andros Island and "
+        f"the Tongue of the Ocean, Bahamas, from {raster.name}"
+    )
+    return Dataset("landsat-andros", samples, note, block_m=20000.0, epochs=epochs)
+
+
 def photos(*, epochs: int) -> Dataset:
     """The 41 bundled real photos (Lund, Sweden; Panoramax samples, France)."""
     samples = read_samples(SAMPLE_DATA / "photos")

@@ -28,7 +28,7 @@ from swclip_core.config import (
 )
 from swclip_core.device import resolve_device
 
-from . import accuracy, datasets, report, scaling, speed, speed_report, sweep
+from . import accuracy, datasets, encoders, report, scaling, speed, speed_report, sweep
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = datasets.SAMPLE_DATA
@@ -47,7 +47,7 @@ GENERATED = ("isle-of-man", "scotland-os-names")
 
 def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
     n, epochs = (150, 3) if quick else (400, 12)
-    found = [
+    generated = [
         datasets.generated_scenes(
             SAMPLE / "places" / "isleofman_addresses.csv",
             "isle-of-man",
@@ -66,12 +66,19 @@ def build_datasets(work: Path, quick: bool) -> list[datasets.Dataset]:
             epochs=epochs,
             country="Scotland",
         ),
-        datasets.landsat_patches(
-            SAMPLE / "rasters" / "nc_landsat7_2000_multiband.tif", work, epochs=epochs
-        ),
+    ]
+    real = real_imagery(work, epochs)
+    return [generated[0], real[-1]] if quick else generated + real
+
+
+def real_imagery(work: Path, epochs: int) -> list[datasets.Dataset]:
+    """The data sets of real images: two Landsat scenes and the bundled photos."""
+    rasters = SAMPLE / "rasters"
+    return [
+        datasets.landsat_patches(rasters / "nc_landsat7_2000_multiband.tif", work, epochs=epochs),
+        datasets.andros_patches(rasters / "andros_landsat7_rgb_300m.tif", epochs=epochs),
         datasets.photos(epochs=epochs * 2),
     ]
-    return found[:1] + found[3:] if quick else found
 
 
 def describe_scale(scale_m: float | None) -> str:
@@ -121,18 +128,75 @@ def replace_section(markdown: str, heading: str, lines: list[str]) -> str:
     return before.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n" + ("\n" + rest if rest else "")
 
 
-def only_scaling(out: Path, work: Path) -> None:
-    """`--section predict-scaling`: measure that section alone and update the results in place."""
-    result, lines = scaling_section(work)
+def update_results(out: Path, key: str, result: object, heading: str, lines: list[str]) -> None:
+    """Put one section's record under ``key`` of results.json and its lines under ``heading``
+    of results.md, leaving the other sections as they are."""
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.json"
     payload = json.loads(results.read_text()) if results.exists() else {}
-    payload["predict_scaling"] = result
+    payload[key] = result
     results.write_text(json.dumps(payload, indent=1) + "\n")
     markdown = out / "results.md"
     text = markdown.read_text() if markdown.exists() else "# SW-CLIP benchmarks\n"
-    markdown.write_text(replace_section(text, SCALING_HEADING, lines))
+    markdown.write_text(replace_section(text, heading, lines))
     print(f"updated {markdown} and {results}")
+
+
+def only_scaling(out: Path, work: Path) -> None:
+    """`--section predict-scaling`: measure that section alone and update the results in place."""
+    result, lines = scaling_section(work)
+    update_results(out, "predict_scaling", result, SCALING_HEADING, lines)
+
+
+ENCODERS_HEADING = "## Location encoders × losses (real imagery)"
+RECORD_KEY = ("dataset", "split", "seed", "objective", "protocol", "method")
+
+
+def encoders_section(
+    data: list[datasets.Dataset], work: Path, seeds: tuple[int, ...], earlier: list[dict]
+) -> tuple[dict, list[str]]:
+    """Run (or resume) the encoders section on ``data``; its record (with ``earlier`` records of
+    other data sets kept) and results.md lines."""
+    fresh = []
+    for record in encoders.run(data, work, seeds, TrainConfig()):
+        fresh.append(record)
+        print(json.dumps({k: record[k] for k in (*RECORD_KEY, "median_error_m")}), flush=True)
+    measured = {tuple(r[k] for k in RECORD_KEY) for r in fresh}
+    records = [r for r in earlier if tuple(r[k] for k in RECORD_KEY) not in measured] + fresh
+    names = list(dict.fromkeys(r["dataset"] for r in records))
+    result = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "notes": {d.name: f"{d.note}; {d.epochs} epochs" for d in data},
+        "records": records,
+    }
+    lines = [
+        ENCODERS_HEADING,
+        "",
+        encoders.__doc__.split("\n\n")[1].replace("\n", " "),
+        "",
+        f"Backbone swclip-lite, the defaults of `swclip train` and `swclip evaluate` (mode "
+        f"prediction, K = 5), seeds {sorted({r['seed'] for r in records})}, 80/20 random and "
+        f"spatial-block splits; figures are mean ± sd over seeds. Measured {result['date']} on "
+        f'{result["machine"]}. `BENCH_ARGS="--section encoders"` re-runs this section alone '
+        "(resumable with --work).",
+        "",
+        *(f"- **{name}**: {note}" for name, note in result["notes"].items()),
+        "",
+        *encoders.summarise(records, names),
+    ]
+    return result, lines
+
+
+def only_encoders(out: Path, work: Path, seeds: tuple[int, ...], names: list[str] | None) -> None:
+    """`--section encoders`: measure that section alone (on the named real-imagery data sets,
+    default all) and update the results in place."""
+    data = [d for d in real_imagery(work, epochs=12) if not names or d.name in names]
+    results = out / "results.json"
+    earlier = json.loads(results.read_text()).get("encoders", {}) if results.exists() else {}
+    result, lines = encoders_section(data, work, seeds, earlier.get("records", []))
+    result["notes"] = {**earlier.get("notes", {}), **result["notes"]}
+    update_results(out, "encoders", result, ENCODERS_HEADING, lines)
 
 
 def main() -> None:
@@ -143,14 +207,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--section",
-        choices=("all", "predict-scaling"),
+        choices=("all", "predict-scaling", "encoders"),
         default="all",
-        help="predict-scaling: only predict on 5,000 and 50,000 rows, results updated in place",
+        help="predict-scaling: only predict on 5,000 and 50,000 rows; encoders: only the location "
+        "encoders x losses on real imagery; results updated in place",
+    )
+    parser.add_argument(
+        "--datasets", help="with --section encoders: comma-separated data set names (default all)"
     )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="swclip-bench-"))
     if args.section == "predict-scaling":
         only_scaling(args.out, work)
+        return
+    if args.section == "encoders":
+        names = args.datasets.split(",") if args.datasets else None
+        only_encoders(args.out, work, tuple(range(args.seeds)), names)
         return
     reused = sum(1 for _ in work.glob("runs/*/*/seed*/*"))  # runs of an earlier, resumed bench
     started = time.perf_counter()
@@ -188,6 +260,8 @@ def main() -> None:
     generated = [d for d in data if d.name in GENERATED]
     sweep_records = sweep.sweep(generated, work, base, seeds)  # quick: one seed, one list
     scaling_result, scaling_lines = scaling_section(work)
+    real = [d for d in data if d.name not in GENERATED]
+    encoders_result, encoders_lines = encoders_section(real, work, seeds, [])
 
     args.out.mkdir(parents=True, exist_ok=True)
     plots = [
@@ -201,6 +275,7 @@ def main() -> None:
         "sweep": sweep_records,
         "methods": method_records,
         "predict_scaling": scaling_result,
+        "encoders": encoders_result,
     }
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
 
@@ -279,7 +354,7 @@ def main() -> None:
             "",
             *sweep.table(sweep_records),
         ]
-    lines += ["", *scaling_lines]
+    lines += ["", *scaling_lines, "", *encoders_lines]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'results.md'} and results.json")
 

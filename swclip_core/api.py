@@ -230,7 +230,9 @@ def evaluate(
 
     ``closed``: each photo is ranked against the evaluated photos' own captions (R@1 and
     Geo-Align defined); ``open``: against ``gallery`` (see :func:`gallery_table`). ``fuse``, an
-    image-kNN model, mixes its nearest training images into caption retrieval (open protocol);
+    image-kNN model, mixes its nearest training images into caption retrieval (open protocol)
+    with the share ``knn_weight`` (default 0.5; :func:`swclip_core.knn_weight.knn_weight_for`
+    chooses it on a validation split of the training data, as the command line does);
     ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
     Returns per-photo ``predictions`` (a data frame) and ``summary`` figures.
     """

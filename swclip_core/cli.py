@@ -29,12 +29,32 @@ from .cli_options import build_parser
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_PARTIAL", "build_parser", "main"]
 
 
+def chosen_objective(args: argparse.Namespace) -> str:
+    """--objective, or the objective that --location-encoder and --loss name (each defaulting
+    to the default objective's); InputError when the two ways disagree."""
+    from .config import TrainConfig
+    from .errors import InputError
+    from .objectives.registry import REGISTRY, objective_for
+
+    if args.location_encoder is None and args.loss is None:
+        return args.objective or TrainConfig().objective
+    default = REGISTRY[TrainConfig().objective]
+    name = objective_for(args.location_encoder or default.encoder, args.loss or default.loss)
+    if args.objective not in (None, name):
+        raise InputError(
+            f"--objective {args.objective} disagrees with --location-encoder/--loss, which name "
+            f"{name}; give one or the other"
+        )
+    return name
+
+
 def command_train(args: argparse.Namespace) -> int:
     from .api import train
     from .config import SpatialKernel, TrainConfig
 
     config = TrainConfig(
-        objective=args.objective,
+        objective=chosen_objective(args),
+        hybrid_combine=args.hybrid_combine,
         backbone=args.backbone,
         pretrained=args.pretrained,
         mode=args.mode,
@@ -112,9 +132,10 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
     gallery rows that could not be used (skipped records)."""
     from .api import embed_gallery, load_model
     from .device import resolve_device
-    from .errors import InputError
+    from .errors import InputError, ModelError
+    from .fusion import KNN_WEIGHT
     from .io import default_cache_dir
-    from .objectives.image_knn import load_knn
+    from .knn_weight import knn_weight_for
 
     device = resolve_device(args.device)
     model = load_model(args.model, device)
@@ -125,9 +146,27 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
             f"{args.model} is an image-kNN model: its gallery is its training images, so "
             "--gallery and --fuse do not apply; leave them out"
         )
-    if fuse is not None:
-        knn = load_knn(fuse, device)
     cache_dir = args.cache_dir or default_cache_dir()
+    knn_weight = getattr(args, "knn_weight", None)
+    if fuse is not None:
+        fused = load_model(fuse, device)
+        if fused.knn is None:
+            raise ModelError(
+                f"{fuse} is not an image-kNN run; make one with "
+                "`swclip train --objective image-knn`"
+            )
+        knn = fused.knn
+        if knn_weight is None and protocol == "open":  # the closed protocol refuses fusion
+            knn_weight = knn_weight_for(
+                model,
+                fused,
+                cache_dir=cache_dir,
+                k=args.top_k,
+                method=args.method,
+                temperature=args.temperature,
+                mode_radius_m=args.mode_radius_m,
+                knn_temperature=args.knn_temperature,
+            )
     gallery, skipped = None, []
     if protocol == "open" and model.knn is None:
         table = load_gallery_table(args, config)
@@ -149,7 +188,7 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
         progress=args.progress,
         cancel=args.cancel,
         knn=knn,
-        knn_weight=getattr(args, "knn_weight", 0.5),
+        knn_weight=KNN_WEIGHT if knn_weight is None else knn_weight,
         knn_temperature=getattr(args, "knn_temperature", 0.05),
     )
     return options, skipped

@@ -148,7 +148,10 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
         "their candidate locations",
     )
     fusion.add_argument(
-        "--knn-weight", type=float, default=0.5, help="w, the image-kNN share (default 0.5)"
+        "--knn-weight",
+        type=float,
+        help="w, the image-kNN share, 0..1 (default: chosen on a validation split of the "
+        "model's training data, which trains the model once more the first time; cached)",
     )
     fusion.add_argument(
         "--knn-temperature",
@@ -251,8 +254,8 @@ def add_surface_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import AUTO_SCALE_RULE, CHUNK_ROWS, KERNELS, MODES, TrainConfig
-    from .objectives.registry import REGISTRY
+    from .config import AUTO_SCALE_RULE, CHUNK_ROWS, HYBRID_COMBINES, KERNELS, MODES, TrainConfig
+    from .objectives.registry import LOCATION_ENCODERS, LOSSES, REGISTRY
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -282,9 +285,36 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--objective",
         choices=tuple(REGISTRY),
-        default=defaults.objective,
         help="; ".join(f"{name}: {listing.summary}" for name, listing in REGISTRY.items())
-        + " (default %(default)s)",
+        + f" (default {defaults.objective})",
+    )
+    encoders = train.add_argument_group(
+        "location encoder x loss (another way to name an objective: "
+        + ", ".join(
+            f"{listing.encoder}+{listing.loss} = {name}"
+            for name, listing in REGISTRY.items()
+            if listing.encoder
+        )
+        + ")"
+    )
+    encoders.add_argument(
+        "--location-encoder",
+        choices=LOCATION_ENCODERS,
+        help="text: the location caption through the text tower; gps: GeoCLIP's GPS encoder; "
+        "hybrid: both (default: the default objective's)",
+    )
+    encoders.add_argument(
+        "--loss",
+        choices=LOSSES,
+        help="sw: spatial soft labels + neighbourhood + fairness terms; infonce: one positive "
+        "per photo (default: the default objective's)",
+    )
+    encoders.add_argument(
+        "--hybrid-combine",
+        choices=HYBRID_COMBINES,
+        default=defaults.hybrid_combine,
+        help="hybrid encoder: sum of the normalised caption and GPS embeddings, or their "
+        "concatenation through a linear layer (default %(default)s)",
     )
     train.add_argument(
         "--backbone",

@@ -19,6 +19,7 @@ from .objectives.registry import REGISTRY
 
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
+HYBRID_COMBINES = ("sum", "concat")  # models.hybrid: how captions and GPS are combined
 # How retrieval turns the top-K into a coordinate (swclip_core.retrieval).
 # The first is the default: in `make bench` ``mode`` cut ``weighted``'s median error sharply where
 # candidates sit in far-apart towns and was within one seed's spread of it elsewhere
@@ -97,6 +98,9 @@ class TrainConfig:
     # GeoCLIP's own positive-noise scale, kept as the peer's setting.
     gps_queue_size: int = 4096
     gps_noise_m: float = 150.0
+    # hybrid objectives: how the caption and GPS embeddings make one location embedding
+    # (models.hybrid): "sum" of the two normalised embeddings, or "concat" + a linear layer.
+    hybrid_combine: str = "sum"
     caption_precision: int = 5
     seed: int = 0
     device: str = "auto"
@@ -128,6 +132,11 @@ class TrainConfig:
             raise InputError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
         if self.gps_queue_size < 0 or self.gps_noise_m < 0:
             raise InputError("gps_queue_size and gps_noise_m must be >= 0")
+        if self.hybrid_combine not in HYBRID_COMBINES:
+            raise InputError(
+                f"unknown hybrid combination {self.hybrid_combine!r}; choose one of "
+                f"{HYBRID_COMBINES}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

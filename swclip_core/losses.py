@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from swclip_core.config import KERNELS
-from swclip_core.geo import pairwise_haversine_m
+from swclip_core.geo import haversine_m, pairwise_haversine_m
 
 UNKNOWN_CODE = -1
 MAX_LOGIT_SCALE = 100.0  # cap on the learned inverse temperature, as in CLIP
@@ -29,12 +29,24 @@ def _stable_dtype(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _same_code(codes: Any, size: int, device: torch.device) -> torch.Tensor:
-    """(B, B) bool: ``c_i == c_j`` and neither is unknown."""
+def _same_code(codes: Any, size: int, device: torch.device, extra: Any = None) -> torch.Tensor:
+    """(B, B + Q) bool: ``c_i == c_j`` and neither is unknown, the columns being the batch's codes
+    followed by ``extra`` (Q codes, or None for none)."""
     c = torch.as_tensor(codes, device=device).reshape(-1)
     if c.numel() != size:
         raise ValueError(f"Got {c.numel()} codes for a batch of {size} samples.")
-    return (c[:, None] == c[None, :]) & (c[:, None] != UNKNOWN_CODE)
+    columns = c if extra is None else torch.cat((c, torch.as_tensor(extra, device=device)))
+    return (c[:, None] == columns[None, :]) & (c[:, None] != UNKNOWN_CODE)
+
+
+class Candidates(NamedTuple):
+    """Locations beyond the batch that a batch's photos are also scored against (a queue of past
+    batches' locations): degrees, and street/city codes (−1 unknown) or None."""
+
+    lat: torch.Tensor
+    lon: torch.Tensor
+    street: torch.Tensor | None = None
+    city: torch.Tensor | None = None
 
 
 def spatial_weights(
@@ -48,6 +60,7 @@ def spatial_weights(
     city: Any = None,
     street_bonus: float = 0.0,
     city_bonus: float = 0.0,
+    extra: Candidates | None = None,
 ) -> torch.Tensor:
     """Pairwise spatial weights of a batch (docs/method.md, "Spatial weights").
 
@@ -57,6 +70,9 @@ def spatial_weights(
     non-negative symmetric (B, B) tensor on ``lat``'s device, in ``lat``'s floating dtype (the
     default dtype for non-tensor or integer input). Distances are computed in float64 because
     float32 degrees are only good to about half a metre.
+
+    With ``extra`` (Q more locations), the result is (B, B + Q): the batch's columns, then one
+    column per extra location, by the same rule (codes of the extra locations from ``extra``).
     """
     if kernel not in KERNELS:
         raise ValueError(f"Unknown spatial kernel {kernel!r}; choose one of {KERNELS}.")
@@ -73,7 +89,12 @@ def spatial_weights(
     lon64 = torch.as_tensor(lon, device=device).detach().to(torch.float64).reshape(-1)
     if lat64.numel() != lon64.numel():
         raise ValueError(f"Got {lat64.numel()} latitudes but {lon64.numel()} longitudes.")
-    d = pairwise_haversine_m(lat64, lon64)
+    if extra is None:
+        d = pairwise_haversine_m(lat64, lon64)
+    else:
+        to_lat = torch.cat((lat64, torch.as_tensor(extra.lat, device=device).to(torch.float64)))
+        to_lon = torch.cat((lon64, torch.as_tensor(extra.lon, device=device).to(torch.float64)))
+        d = haversine_m(lat64[:, None], lon64[:, None], to_lat[None, :], to_lon[None, :])
     if kernel == "exponential":
         w = torch.exp(-d / scale_m)
     else:
@@ -81,11 +102,23 @@ def spatial_weights(
     if cutoff_m is not None and not math.isinf(cutoff_m):
         w = torch.where(d > cutoff_m, torch.zeros_like(w), w)
     size = lat64.numel()
+    extra_street = extra_city = None
+    if extra is not None:
+        extra_street, extra_city = (
+            _codes_or_unknown(extra.street, extra),
+            _codes_or_unknown(extra.city, extra),
+        )
     if street is not None and street_bonus:
-        w = w + street_bonus * _same_code(street, size, device).to(w.dtype)
+        w = w + street_bonus * _same_code(street, size, device, extra_street).to(w.dtype)
     if city is not None and city_bonus:
-        w = w + city_bonus * _same_code(city, size, device).to(w.dtype)
+        w = w + city_bonus * _same_code(city, size, device, extra_city).to(w.dtype)
     return w.to(out_dtype)
+
+
+def _codes_or_unknown(codes: Any, extra: Candidates) -> torch.Tensor:
+    if codes is None:
+        return torch.full((len(extra.lat),), UNKNOWN_CODE, dtype=torch.long)
+    return torch.as_tensor(codes)
 
 
 def soft_labels(w: torch.Tensor) -> torch.Tensor:
@@ -108,17 +141,25 @@ def clip_infonce(logits: torch.Tensor) -> torch.Tensor:
 
 def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     log_p = F.log_softmax(logits, dim=1)
-    return -(targets.to(log_p.dtype) * log_p).sum(dim=1).mean()
+    # Masked candidates (logit −inf) carry no target: 0 · −inf would be NaN.
+    terms = torch.where(targets > 0, targets.to(log_p.dtype) * log_p, 0.0)
+    return -terms.sum(dim=1).mean()
 
 
 def sw_infonce(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Spatially-weighted InfoNCE: soft cross-entropy with ``soft_labels(w)`` image→text and
-    ``soft_labels(wᵀ)`` text→image, averaged. Equals :func:`clip_infonce` for ``w = I``."""
+    """Spatially-weighted InfoNCE: soft cross-entropy with ``soft_labels(w)`` image→location and
+    ``soft_labels(wᵀ)`` location→image, averaged. Equals :func:`clip_infonce` for ``w = I``.
+
+    ``logits`` and ``w`` may be ``(B, B + Q)``: the batch's B locations followed by Q extra
+    candidate locations (a queue of past batches' locations), which enter the image→location term
+    only; logits of −inf (a photo's own place in the queue) must have weight 0.
+    """
     logits = _stable_dtype(logits)
     w = w.to(logits.device)
+    size = logits.shape[0]
     return 0.5 * (
         _soft_cross_entropy(logits, soft_labels(w))
-        + _soft_cross_entropy(logits.T, soft_labels(w.T))
+        + _soft_cross_entropy(logits[:, :size].T, soft_labels(w[:, :size].T))
     )
 
 
@@ -196,15 +237,20 @@ def swclip_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The SW-CLIP objective ``sw_infonce + λ_nc·½[nc(img, w) + nc(txt, w)] + λ_fair·fairness``.
 
-    ``region`` may be None (no fairness term). Returns the total (differentiable) and its parts
-    as floats for logging: ``sw_infonce``, ``nc``, ``fairness``, ``total``.
+    ``txt_emb`` is the batch's location embeddings (captions, coordinates or both). ``logits`` and
+    ``w`` may carry Q extra candidate locations as columns (see :func:`sw_infonce`); the
+    neighbourhood and fairness terms use the batch's own (B, B) block. ``region`` may be None (no
+    fairness term). Returns the total (differentiable) and its parts as floats for logging:
+    ``sw_infonce``, ``nc``, ``fairness``, ``total``.
     """
     sw = sw_infonce(logits, w)
+    size = logits.shape[0]
+    w_batch = w[:, :size]
     nc = 0.5 * (
-        neighbourhood_consistency(img_emb, w, weights.nc_temperature)
-        + neighbourhood_consistency(txt_emb, w, weights.nc_temperature)
+        neighbourhood_consistency(img_emb, w_batch, weights.nc_temperature)
+        + neighbourhood_consistency(txt_emb, w_batch, weights.nc_temperature)
     )
-    fair = sw * 0.0 if region is None else regional_fairness(logits, region)
+    fair = sw * 0.0 if region is None else regional_fairness(logits[:, :size], region)
     total = sw + weights.lambda_nc * nc + weights.lambda_fair * fair
     parts = {
         "sw_infonce": float(sw.detach()),

@@ -43,7 +43,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .algorithms.train_model import OBJECTIVES
+from .algorithms.train_model import DEFAULT_OBJECTIVE, OBJECTIVES
 from .backend import SETTING_KEY, backend_choice
 from .layers import guess_image_field, layer_file_dir
 
@@ -114,6 +114,7 @@ class SwclipDock(QDockWidget):
         form = QFormLayout(training)
         self.objective_combo = QComboBox()
         self.objective_combo.addItems(OBJECTIVES)
+        self.objective_combo.setCurrentIndex(OBJECTIVES.index(DEFAULT_OBJECTIVE))
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(30)

@@ -71,7 +71,7 @@ LAYERS = {
     "data": ("data", "galleries", "outputs", "error_map"),
     "models": ("models", "features"),
     "engine": ("runs", "loop", "objectives", "evaluation", "probe"),
-    "api": ("api",),
+    "api": ("api", "knn_weight"),
     "interface": ("cli", "cli_input", "cli_options", "worker", "demo"),
 }
 ORDER = list(LAYERS)

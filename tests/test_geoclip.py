@@ -255,7 +255,9 @@ def test_a_photo_own_place_in_the_queue_is_not_its_negative():
     queue = GpsQueue(4)
     queue.push(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([7, 1, 3]))
     features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    logits = queue_logits(stand_in, features, features.clone(), torch.tensor([3, 7]), queue)
+    queued, queued_index = queue.contents()
+    locations = torch.cat((features, queued))
+    logits = queue_logits(stand_in, features, locations, torch.tensor([3, 7]), queued_index)
     assert logits.shape == (2, 5)
     masked = ~torch.isfinite(logits)
     assert masked.nonzero().tolist() == [[0, 4], [1, 2]]  # sample 3 at queue slot 2, 7 at slot 0

@@ -280,3 +280,79 @@ def test_cli_fuses_a_caption_model_with_image_knn(knn_run, split, feature_cache,
         )
         == 2
     )
+
+
+def test_without_a_weight_fusion_chooses_it_on_a_validation_split(
+    knn_run, split, feature_cache, tmp_path, monkeypatch, capsys
+):
+    """The choice trains the objective on 80 % of the model's training data, localizes the
+    other 20 % with every weight of the grid and keeps the best; it is cached, never written into
+    the model folders, and reproduced by an explicit --knn-weight."""
+    from swclip_core import api
+    from swclip_core.knn_weight import WEIGHT_GRID, choose_knn_weight, knn_weight_for
+    from swclip_core.runs import training_gallery
+
+    folder, _, _ = split
+    caption_run = tmp_path / "clip-run"
+    args = ["--epochs", "2", "--batch-size", "16", "--cache-dir", str(feature_cache)]
+    assert (
+        main(
+            [
+                "train",
+                str(folder / "train.csv"),
+                "--objective",
+                "clip",
+                "--out",
+                str(caption_run),
+                *args,
+            ]
+        )
+        == 0
+    )
+    before = {p.name for p in caption_run.iterdir()} | {p.name for p in knn_run.iterdir()}
+    model, knn = api.load_model(caption_run, "cpu"), api.load_model(knn_run, "cpu")
+    cache = tmp_path / "cache"
+    shutil.copytree(feature_cache, cache)
+
+    choice = choose_knn_weight(model, knn, cache_dir=cache)
+    assert choice["knn_weight"] in WEIGHT_GRID
+    errors = choice["validation_median_error_m"]
+    assert len(errors) == len(WEIGHT_GRID) and all(np.isfinite(errors))
+    assert errors[WEIGHT_GRID.index(choice["knn_weight"])] == min(errors)
+    # image-kNN alone and captions alone differ on these photos, so the grid is a real choice
+    assert errors[0] != errors[-1]
+    assert choice["validation_photos"] == round(0.2 * len(training_gallery(caption_run)))
+
+    weight = knn_weight_for(model, knn, cache_dir=cache)
+    assert weight in WEIGHT_GRID
+    monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("the choice was not cached"))
+    assert knn_weight_for(model, knn, cache_dir=cache) == weight
+    assert "chosen on a validation split" in capsys.readouterr().out
+    after = {p.name for p in caption_run.iterdir()} | {p.name for p in knn_run.iterdir()}
+    assert after == before  # nothing written into the model folders
+
+    reports = {}
+    for extra in ([], ["--knn-weight", f"{weight:g}"]):
+        reports[len(extra)] = tmp_path / f"fused-{len(extra)}.json"
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(folder / "test.csv"),
+                    "--model",
+                    str(caption_run),
+                    "--protocol",
+                    "open",
+                    "--fuse",
+                    str(knn_run),
+                    "--json",
+                    str(reports[len(extra)]),
+                    "--cache-dir",
+                    str(cache),
+                    *extra,
+                ]
+            )
+            == 0
+        )
+    chosen, given = (json.loads(reports[n].read_text())["summary"] for n in (0, 2))
+    assert chosen["median_error_m"] == given["median_error_m"]

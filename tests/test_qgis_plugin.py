@@ -90,6 +90,8 @@ def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
     assert tuple(REGISTRY) == train_model.OBJECTIVES
     assert train_model.MODES == config.MODES
     assert train_model.KERNELS == config.KERNELS
+    assert train_model.HYBRID_COMBINES == config.HYBRID_COMBINES
+    assert config.TrainConfig().objective == train_model.DEFAULT_OBJECTIVE
     defaults = config.TrainConfig()
     assert defaults.lambda_nc == train_model.LAMBDA_NC
     assert defaults.lambda_fair == train_model.LAMBDA_FAIR

@@ -215,8 +215,11 @@ class GeoclipModel(nn.Module):
         """Image embeddings ``(B, 512)``, not normalised."""
         return self.image_head(self.image_features(images))
 
-    def encode_locations(self, latlon_deg: torch.Tensor) -> torch.Tensor:
-        """Location embeddings ``(N, 512)`` of (lat, lon) degrees, not normalised."""
+    def encode_locations(
+        self, latlon_deg: torch.Tensor, text: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Location embeddings ``(N, 512)`` of (lat, lon) degrees, not normalised (``text`` is
+        for location branches that also read captions; this one does not)."""
         return self.location_encoder(latlon_deg)
 
     @torch.no_grad()

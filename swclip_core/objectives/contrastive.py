@@ -13,7 +13,7 @@ per-epoch and end-of-run steps; a run folder is laid out as :mod:`swclip_core.ru
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..batches import neighbour_spacing_m
-from ..columns import clean_text
-from ..config import MIN_SCALE_M, SCALE_NEIGHBOURS, SCALE_PER_SPACING, TrainConfig
+from ..config import TrainConfig
 from ..data.tensors import ImageDataset
 from ..device import autocast
 from ..io import progress_span
@@ -33,6 +31,7 @@ from ..losses import MAX_LOGIT_SCALE
 from ..models import Backbone, create_backbone
 from ..runs import Run, read_checkpoint
 from .base import Objective
+from .spatial import resolve_kernel
 
 
 @dataclass
@@ -55,14 +54,6 @@ class CaptionTraining:
     @property
     def config(self) -> TrainConfig:
         return self.run.config
-
-
-def category_codes(values: pd.Series | None, n: int) -> torch.Tensor:
-    """Integer codes for a label column, −1 for missing (−1 never equals anything)."""
-    if values is None:
-        return torch.full((n,), -1, dtype=torch.long)
-    codes, _ = pd.factorize(values.map(clean_text), use_na_sentinel=True)
-    return torch.as_tensor(codes, dtype=torch.long)
 
 
 def similarity_logits(backbone: Backbone, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
@@ -88,20 +79,6 @@ def trainable_state(backbone: Backbone) -> dict[str, torch.Tensor]:
     """The weights a run changed; the rest comes back from the backbone's pretrained source."""
     names = {name for name, p in backbone.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu() for k, v in backbone.state_dict().items() if k in names}
-
-
-def resolve_kernel(config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
-    """``config`` with an automatic kernel scale (``scale_m=None``) replaced by the value for
-    these training locations (the rule is in swclip_core.config, next to SCALE_PER_SPACING)."""
-    if config.kernel.scale_m is not None:
-        return config
-    spacing = neighbour_spacing_m(
-        samples["lat"].to_numpy(dtype=float),
-        samples["lon"].to_numpy(dtype=float),
-        k=SCALE_NEIGHBOURS,
-    )
-    scale = max(SCALE_PER_SPACING * (spacing or 0.0), MIN_SCALE_M)
-    return replace(config, kernel=replace(config.kernel, scale_m=round(scale, 1)))
 
 
 class CaptionObjective(Objective):

@@ -19,9 +19,21 @@ from ..files import staged
 from .base import SwclipAlgorithm
 
 # The objectives of `swclip train --objective` (swclip_core/objectives/registry.py), in menu order.
-OBJECTIVES = ("swclip", "clip", "semivariogram", "image-knn", "geoclip")
+# New ones are appended: a saved Processing model keeps a choice as its position in this list.
+OBJECTIVES = (
+    "swclip",
+    "clip",
+    "semivariogram",
+    "image-knn",
+    "geoclip",
+    "swgeo",
+    "hybrid",
+    "hybrid-infonce",
+)
+DEFAULT_OBJECTIVE = "swclip"  # swclip_core.config.TrainConfig's default
 MODES = ("cached", "finetune")
 KERNELS = ("exponential", "gaussian")
+HYBRID_COMBINES = ("sum", "concat")
 LAMBDA_NC, LAMBDA_FAIR = 0.5, 0.1  # swclip_core.config.TrainConfig's defaults
 
 
@@ -35,10 +47,12 @@ class TrainModelAlgorithm(SwclipAlgorithm):
     HELP = (
         "Trains a geo-localization model on a point layer of photos whose positions are known "
         "(any CRS; the image path field may hold paths relative to the layer's file).\n\n"
-        "Objectives: swclip (spatially weighted soft labels, neighbourhood and fairness terms), "
-        "clip (plain contrastive learning on location captions), semivariogram, image-knn "
-        "(no training: the photos themselves are the gallery) and geoclip (GeoCLIP's location "
-        "encoder).\n\n"
+        "Objectives: swclip (location captions with spatially weighted soft labels, "
+        "neighbourhood and fairness terms), clip (plain contrastive learning on location "
+        "captions), semivariogram, image-knn (no training: the photos themselves are the "
+        "gallery), geoclip (GeoCLIP's GPS encoder), swgeo (GeoCLIP's GPS encoder with the "
+        "spatially weighted loss), hybrid (captions and GPS coordinates encoded together, "
+        "spatially weighted loss) and hybrid-infonce (the same without spatial weights).\n\n"
         "The output folder holds config.json (every setting), checkpoint.pt, metrics.jsonl and "
         "train_samples.csv (the default gallery of Localize layer). It is written complete or "
         "not at all: cancelling leaves nothing behind.\n\n"
@@ -57,6 +71,7 @@ class TrainModelAlgorithm(SwclipAlgorithm):
     PRETRAINED = "PRETRAINED"
     MODE = "MODE"
     KERNEL = "KERNEL"
+    HYBRID_COMBINE = "HYBRID_COMBINE"
     SCALE_M = "SCALE_M"
     CUTOFF_M = "CUTOFF_M"
     LAMBDA_NC = "LAMBDA_NC"
@@ -69,7 +84,10 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         self.add_photo_layer("Point layer of geo-tagged photos")
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.OBJECTIVE, self.tr("Objective"), options=list(OBJECTIVES), defaultValue=0
+                self.OBJECTIVE,
+                self.tr("Objective"),
+                options=list(OBJECTIVES),
+                defaultValue=OBJECTIVES.index(DEFAULT_OBJECTIVE),
             )
         )
         self.add_joins()
@@ -99,6 +117,14 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         self.add_advanced(
             QgsProcessingParameterEnum(
                 self.KERNEL, self.tr("Spatial kernel"), options=list(KERNELS), defaultValue=0
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                self.HYBRID_COMBINE,
+                self.tr("Hybrid objectives: combine caption and GPS embeddings by"),
+                options=list(HYBRID_COMBINES),
+                defaultValue=0,
             )
         )
         for name, label, default in (
@@ -142,6 +168,8 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             "--backbone", self.parameterAsString(parameters, self.BACKBONE, context),
             "--mode", MODES[self.parameterAsEnum(parameters, self.MODE, context)],
             "--kernel", KERNELS[self.parameterAsEnum(parameters, self.KERNEL, context)],
+            "--hybrid-combine",
+            HYBRID_COMBINES[self.parameterAsEnum(parameters, self.HYBRID_COMBINE, context)],
             "--scale-m", value(parameters, self.SCALE_M, context) or "auto",
             "--cutoff-m", value(parameters, self.CUTOFF_M, context) or "none",
             "--lambda-nc", value(parameters, self.LAMBDA_NC, context),
