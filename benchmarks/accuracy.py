@@ -146,38 +146,38 @@ def run_accuracy(
                     started = time.perf_counter()
                     model, fuse = trained_model(objective, config, train_set, runs, cache)
                     knn_weight = fused_weight(objective, model, fuse, cache)
-                for protocol, method in product(protocols, methods):
-                    if fuse is not None and protocol != "open":
-                        continue
-                    result = evaluate(
-                        test_set,
-                        model,
-                        protocol=protocol,
-                        # image-kNN's gallery is its training images
-                        gallery=gallery if model.knn is None else None,
-                        fuse=fuse,
-                        knn_weight=knn_weight,
-                        cache_dir=cache,
-                        method=method,
-                    )
-                    record = {
-                        "dataset": dataset.name,
-                        "objective": objective,
-                        "protocol": protocol,
-                        "method": method,
-                        "split": split,
-                        "seed": seed,
-                        **{k: float(result.summary[k]) for k in FIGURES},
-                        "n_train": len(train_set),
-                        "n_test": len(test_set),
-                        "gallery_size": int(result.context["gallery_size"]),
-                        "epochs": config.epochs if objective != "zero-shot" else 0,
-                        "seconds": time.perf_counter() - started,
-                    }
-                    record.update(
-                        {k: float(v) for k, v in result.summary.items() if k.startswith("acc_")}
-                    )
-                    yield record
+                    for protocol, method in product(protocols, methods):
+                        if fuse is not None and protocol != "open":
+                            continue
+                        result = evaluate(
+                            test_set,
+                            model,
+                            protocol=protocol,
+                            # image-kNN's gallery is its training images
+                            gallery=gallery if model.knn is None else None,
+                            fuse=fuse,
+                            knn_weight=knn_weight,
+                            cache_dir=cache,
+                            method=method,
+                        )
+                        record = {
+                            "dataset": dataset.name,
+                            "objective": objective,
+                            "protocol": protocol,
+                            "method": method,
+                            "split": split,
+                            "seed": seed,
+                            **{k: float(result.summary[k]) for k in FIGURES},
+                            "n_train": len(train_set),
+                            "n_test": len(test_set),
+                            "gallery_size": int(result.context["gallery_size"]),
+                            "epochs": config.epochs if objective != "zero-shot" else 0,
+                            "seconds": time.perf_counter() - started,
+                        }
+                        record.update(
+                            {k: float(v) for k, v in result.summary.items() if k.startswith("acc_")}
+                        )
+                        yield record
 
 
 def summarise(records: list[dict]) -> pd.DataFrame:

@@ -122,9 +122,25 @@ def verdicts(records: list[dict]) -> list[str]:
     return lines
 
 
+def overall(records: list[dict]) -> list[str]:
+    """Across data sets and splits: each objective's median error relative to the best one of
+    that data set and split (closed and open protocols), averaged; 1.00 = always the best."""
+    table_ = means(records)
+    lines = []
+    for protocol in ("closed", "open"):
+        rows = table_[table_.protocol == protocol].dropna(subset=["median_error_m"])
+        if rows.empty:
+            continue
+        best = rows.groupby(["dataset", "split"]).median_error_m.transform("min")
+        relative = (rows.median_error_m / best).groupby(rows.objective, sort=False).mean()
+        cells = ", ".join(f"{name} {value:.2f}" for name, value in relative.sort_values().items())
+        lines.append(f"- {protocol} protocol, error relative to the best per data set: {cells}.")
+    return lines
+
+
 def summarise(records: list[dict], datasets: list[str]) -> list[str]:
     """The results.md section: verdicts, then a table per data set and split."""
-    lines = [*verdicts(records)]
+    lines = [*overall(records), *verdicts(records)]
     for dataset in datasets:
         for split in accuracy.SPLITS:
             found = table(records, dataset, split)
