@@ -17,6 +17,7 @@ LIGHT_MODULES = (
     "swclip_core.io",
     "swclip_core.columns",
     "swclip_core.runs",
+    "swclip_core.distributed",
     "swclip_core.captions",
     "swclip_core.config",
     "swclip_core.data",
@@ -55,7 +56,7 @@ def test_readers_geodesy_and_outputs_do_not_import_torch() -> None:
 # Layers of swclip_core, from the bottom (docs/architecture.md). A module may import its own layer
 # and the layers below, never one above.
 LAYERS = {
-    "foundation": ("errors", "io", "columns", "config", "device", "runlock"),
+    "foundation": ("errors", "io", "columns", "config", "device", "runlock", "distributed"),
     "maths": (
         "geo",
         "captions",
