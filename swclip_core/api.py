@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from . import distributed
 from .config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
 from .errors import ModelError
 from .io import ProgressFn
@@ -134,13 +135,29 @@ def train(
 ) -> TrainResult:
     """Train ``config.objective`` on ``samples`` into the run folder ``run_dir``, which this
     process owns meanwhile (:func:`~swclip_core.runlock.owns_run_folder`), its forward passes in
-    ``config.precision`` (recorded as the precision that ran)."""
-    from .device import precision_scope, resolve_device, resolve_precision
-    from .runs import Run
+    ``config.precision`` (recorded as the precision that ran).
 
-    device = resolve_device(config.device)
-    config = replace(config, precision=resolve_precision(config.precision, device))
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this with the same arguments: they
+    train one model data-parallel on ``config.batch_size`` samples per step in all, rank 0 writes
+    the folder, and a group that torchrun restarted after a worker died continues the run from
+    its last checkpoint (as ``resume``)."""
+    from .device import precision_scope, resolve_device, resolve_precision
+    from .errors import InputError
+    from .runs import CONFIG, Run
+
+    device = distributed.start(resolve_device(config.device))
+    config = replace(
+        config,
+        precision=resolve_precision(config.precision, device),
+        **distributed.run_settings(device),
+    )
     objective = get_objective(config.objective)
+    if config.world_size > 1 and not objective.distributed:
+        raise InputError(
+            f"objective {config.objective} trains in one process only, not under torchrun with "
+            f"{config.world_size} processes; run it as plain `swclip train` (or --nproc-per-node 1)"
+        )
+    resume = resume or (distributed.restarted() and (Path(run_dir) / CONFIG).is_file())
     config = objective.prepare(config, samples)
     run_dir, samples, captions, config = start_run(
         samples, config, run_dir, marker=objective.marker, resume=resume

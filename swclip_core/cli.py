@@ -9,12 +9,16 @@ traceback, and the exit code says what happened (see ``swclip --help``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import distributed
 from .cli_input import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -90,6 +94,8 @@ def command_train(args: argparse.Namespace) -> int:
         progress=args.progress,
         cancel=args.cancel,
     )
+    if not distributed.is_main():  # under torchrun rank 0 reports for the group
+        return EXIT_OK
     if result.already_complete:
         known = math.isfinite(result.final_loss)
         loss = f", final loss {result.final_loss:.4f}" if known else ""
@@ -488,12 +494,23 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``swclip`` command; returns the process exit code."""
+    """Entry point of the ``swclip`` command; returns the process exit code. Under torchrun
+    every process runs it; rank 0 prints the reports (the others only their errors)."""
     args = build_parser().parse_args(argv)
     from .errors import DiskFullError, SwclipError
 
+    quiet: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if not distributed.is_main():
+        os.environ["TQDM_DISABLE"] = "1"
+        quiet = contextlib.redirect_stdout(io.StringIO())
     try:
-        return run_command(args)
+        with quiet:
+            code = run_command(args)
+        if code == EXIT_PARTIAL and distributed.world_size() > 1:
+            # torchrun takes any exit code but 0 for a failed worker, and restarts the group
+            # with --max-restarts: the skipped records are listed, the command did its work.
+            return EXIT_OK
+        return code
     except SwclipError as error:
         if args.debug:
             raise
@@ -508,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         full = DiskFullError(error.filename or "a temporary file")
         print(f"swclip: error: {full}", file=sys.stderr)
         return full.exit_code
+    finally:
+        distributed.stop()
 
 
 def cancel_message(args: argparse.Namespace) -> str:

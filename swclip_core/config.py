@@ -111,6 +111,12 @@ class TrainConfig:
     # Content digest of the training samples (train.samples_digest), set when a run starts, so
     # that --resume refuses other input.
     input_digest: str | None = None
+    # The processes that trained (set when a run starts, swclip_core.distributed.run_settings):
+    # how many (torchrun's world size; batch_size is the global batch across them), their
+    # torch.distributed backend (None for one process) and each rank's device, comma-separated.
+    world_size: int = 1
+    backend: str | None = None
+    rank_devices: str | None = None
 
     def validate(self) -> None:
         """Raise InputError on settings that cannot work, naming the option and the choices."""

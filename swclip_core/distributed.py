@@ -77,9 +77,36 @@ def start(device: torch.device) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        # Reads MASTER_ADDR/MASTER_PORT (set by torchrun) from the environment.
-        dist.init_process_group(backend_for(device))
+        store = _attempt_store()
+        if store is None:  # MASTER_ADDR/MASTER_PORT from the environment
+            dist.init_process_group(backend_for(device))
+        else:
+            dist.init_process_group(
+                backend_for(device), store=store, rank=rank(), world_size=world_size()
+            )
     return device
+
+
+def _attempt_store() -> Any:
+    """torchrun's own key-value store, its keys prefixed by the restart count; None outside an
+    elastic agent. A group restarted after a worker died (``--max-restarts``) may meet the
+    previous attempt's keys there: gloo would then connect to the dead worker's address
+    ("connectFullMesh failed ... Connection refused"), which this prefix rules out."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    agent_store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size(),
+        is_master=False,
+        timeout=timedelta(minutes=30),
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"swclip/attempt_{attempt}", agent_store)
 
 
 def stop() -> None:

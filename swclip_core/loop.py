@@ -4,6 +4,12 @@ Batches, optimiser and schedule steps, loss scaling for float16, one metrics lin
 checkpoint after every epoch (so a run resumes where it stopped), progress and cancel. Objectives
 differ only in what they hand to :func:`run_epochs`: a model, its batch loss and any state of their
 own (GeoCLIP's GPS queue, for instance).
+
+Under torchrun every process runs this loop over the same batch plan (built from the seed): each
+batch is the global batch, the objective embeds this process's share of it
+(:func:`~swclip_core.distributed.local_share`) and computes the whole batch's loss; gradients are
+averaged over the processes before the optimiser steps, so all of them keep the same weights, and
+rank 0 alone writes the checkpoint and metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batches import nearest_neighbours, neighbourhood_batches, random_batches
 from .config import TrainConfig
 from .device import current_precision
@@ -178,9 +185,15 @@ def run_epochs(
         records = resumed_metrics(run_dir, state)
     else:
         records = []  # a fresh run: lines of a killed earlier attempt describe no checkpoint
+    # Seeded alike, the processes start alike; as DistributedDataParallel does, make sure.
+    distributed.broadcast_parameters(objective.model)
+    trained = [p for p in objective.model.parameters() if p.requires_grad]
+    processes = {key: getattr(config, key) for key in ("world_size", "backend", "rank_devices")}
 
     loss_value, samples_per_s = float("nan"), 0.0
-    write_metrics(run_dir, records)
+    main = distributed.is_main()
+    if main:
+        write_metrics(run_dir, records)
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {objective.name}", unit="epoch")
     for epoch in bar:
         if objective.on_epoch_start is not None:
@@ -190,7 +203,8 @@ def run_epochs(
         loader = (
             DataLoader(
                 objective.images,
-                batch_sampler=batches,
+                # this process decodes its share of each batch
+                batch_sampler=[distributed.local_share(b) for b in batches],
                 num_workers=decode_workers(device, config.num_workers),
             )
             if objective.images is not None
@@ -204,6 +218,7 @@ def run_epochs(
             loss, figures = objective.batch_loss(idx, batch_images)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            distributed.average_gradients(trained)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -229,10 +244,14 @@ def run_epochs(
             seconds=seconds,
             samples_per_s=samples_per_s,
             lr=scheduler.get_last_lr()[0],
+            **processes,
         )
         if objective.epoch_figures is not None:
             record.update(objective.epoch_figures())
         bar.set_postfix(loss=f"{loss_value:.3f}")
+        records.append(record)
+        if not main:  # rank 0 writes the run folder
+            continue
         state = {
             "epoch": epoch + 1,
             "objective": objective.name,
@@ -247,6 +266,5 @@ def run_epochs(
         state["record"] = record
         save_torch(state, checkpoint_path)
         # After the checkpoint: a line never describes an epoch that was not saved.
-        records.append(record)
         write_metrics(run_dir, records)
     return TrainResult(run_dir, config.epochs, loss_value, samples_per_s)

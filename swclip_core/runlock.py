@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .distributed import is_main
 from .errors import DiskFullError, InputError
 from .io import disk_full
 
@@ -88,7 +89,8 @@ class RunLock:
 def owns_run_folder(train: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate ``train(samples, config, run_dir, ..., resume=...)`` to hold :class:`RunLock` on
     ``run_dir`` while it runs; ``resume`` of a folder that does not exist is refused first (the
-    lock would create it)."""
+    lock would create it). Under torchrun the main process (rank 0), the only one that writes the
+    folder, holds the lock for all of them: the others would be refused by their own group."""
 
     @functools.wraps(train)
     def locked(samples: Any, config: Any, run_dir: str | os.PathLike, **options: Any) -> Any:
@@ -97,6 +99,8 @@ def owns_run_folder(train: Callable[..., Any]) -> Callable[..., Any]:
                 f"--resume: {run_dir} does not exist, so there is no run to continue; leave out "
                 "--resume to start a new one"
             )
+        if not is_main():
+            return train(samples, config, run_dir, **options)
         with RunLock(run_dir):
             return train(samples, config, run_dir, **options)
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import distributed
 from .captions import CaptionTemplate, captions_for
 from .config import TrainConfig
 from .data.samples import SAMPLE_COLUMNS
@@ -62,18 +63,25 @@ class Run:
     cancel: Callable[[], bool] | None = None
 
     def image_features(self, network: Any, progress: ProgressFn | None = None) -> torch.Tensor:
-        """The frozen image features of the training photos (cached on disk)."""
+        """The frozen image features of the training photos (cached on disk). Under torchrun
+        each process first extracts its share of the distinct images into the cache; once all
+        are done, every process reads the whole set from it (a process whose node does not share
+        the cache folder computes what it lacks)."""
         from .features import extract_image_features
 
-        return extract_image_features(
-            network,
-            self.samples["image_path"].tolist(),
+        paths = self.samples["image_path"].tolist()
+        options = dict(
             device=self.device,
             cache_dir=self.cache_dir,
             num_workers=self.config.num_workers,
-            progress=progress,
             cancel=self.cancel,
         )
+        if distributed.world_size() > 1:
+            share = distributed.local_share(list(dict.fromkeys(paths)))
+            if share:
+                extract_image_features(network, share, progress=progress, **options)
+            distributed.barrier()
+        return extract_image_features(network, paths, progress=progress, **options)
 
 
 def seed_everything(seed: int) -> None:
@@ -94,7 +102,8 @@ def start_run(
     samples: pd.DataFrame, config: TrainConfig, run_dir: str | Path, *, marker: str, resume: bool
 ) -> tuple[Path, pd.DataFrame, list[str], TrainConfig]:
     """Create a run folder (refusing to overwrite a finished one unless resuming), save the config
-    and the training table with captions, the model's default gallery.
+    and the training table with captions, the model's default gallery. Under torchrun every
+    process checks the same things, and only the main one writes.
 
     ``marker`` is the file whose presence means the folder already holds a model. Resuming
     needs the run's own input and settings (:func:`resumable_config`). Returns the folder, the
@@ -113,17 +122,20 @@ def start_run(
             f"{run_dir} already holds a trained model; pass --resume to continue it "
             "or choose another output folder"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / CONFIG)
     captions = captions_for(samples, caption_template(config))
-    table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore")).assign(caption=captions)
-    write_csv(table, run_dir / TRAIN_SAMPLES)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / CONFIG)
+        table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore"))
+        write_csv(table.assign(caption=captions), run_dir / TRAIN_SAMPLES)
     return run_dir, samples, captions, config
 
 
 # Settings a resumed run may change: how long it trains (only ever longer) and where and in
-# which arithmetic it runs.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "precision", "num_workers"})
+# which arithmetic it runs, on how many processes (the global batch, batch_size, stays).
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "device", "precision", "num_workers", "world_size", "backend", "rank_devices"}
+)
 
 
 def resumable_config(run_dir: Path, config: TrainConfig) -> TrainConfig:

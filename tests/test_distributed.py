@@ -4,18 +4,33 @@ its gradients equal one process's; torchrun training, resuming and prediction ma
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from swclip_core import distributed
+from swclip_core.data import read_exif_gps
+from swclip_core.features import extract_image_features
 from swclip_core.geo import pairwise_haversine_m
 from swclip_core.losses import LossWeights, clip_infonce, spatial_weights, swclip_loss
+from swclip_core.models import create_backbone
+from swclip_core.runlock import LOCK_FILE
+from swclip_core.runs import CHECKPOINT, CONFIG, METRICS
 from swclip_core.semivariogram import Semivariogram, semivariogram_infonce
+
+from .cli_process import partials
+from .conftest import PHOTOS, REPO
 
 WORLD = 2
 
@@ -84,7 +99,7 @@ def loss_of(name: str, model: Towers, img, txt, lat, lon, region) -> torch.Tenso
     return swclip_loss(logits, img, txt, w, region, LossWeights())[0]
 
 
-def global_batch_worker(rank: int, port: int, name: str) -> None:
+def global_batch_worker(rank: int, port: int) -> None:
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -94,34 +109,39 @@ def global_batch_worker(rank: int, port: int, name: str) -> None:
     )
     distributed.start(torch.device("cpu"))
     try:
-        features, tokens, lat, lon, region = batch()
-        torch.manual_seed(0)
-        model = Towers()
-        # one process: the whole batch
-        img, txt = model.image(features), model.text(tokens)
-        reference = loss_of(name, model, img, txt, lat, lon, region)
-        reference.backward()
-        expected = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-        model.zero_grad(set_to_none=True)
-        # two processes: each embeds its share, the loss sees the gathered global batch
-        mine = distributed.local_share(np.arange(len(features)))
-        img = distributed.gather_rows(model.image(features[mine]), len(features))
-        txt = distributed.gather_rows(model.text(tokens[mine]), len(features))
-        loss = loss_of(name, model, img, txt, lat, lon, region)
-        torch.testing.assert_close(loss, reference, rtol=0, atol=1e-6)
-        loss.backward()
-        distributed.average_gradients(list(model.parameters()))
-        found = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-        assert set(found) == set(expected) and "unused" not in found
-        for key, grad in expected.items():
-            torch.testing.assert_close(found[key], grad, rtol=1e-5, atol=1e-7, msg=key)
+        for name in ("swclip", "clip", "semivariogram"):
+            compare_global_batch(name)
     finally:
         distributed.stop()
 
 
-@pytest.mark.parametrize("name", ["swclip", "clip", "semivariogram"])
-def test_global_batch_loss_and_gradients_equal_one_process(name: str) -> None:
-    mp.spawn(global_batch_worker, args=(free_port(), name), nprocs=WORLD, join=True)
+def compare_global_batch(name: str) -> None:
+    features, tokens, lat, lon, region = batch()
+    torch.manual_seed(0)
+    model = Towers()
+    # one process: the whole batch
+    img, txt = model.image(features), model.text(tokens)
+    reference = loss_of(name, model, img, txt, lat, lon, region)
+    reference.backward()
+    expected = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    # two processes: each embeds its share, the loss sees the gathered global batch
+    mine = distributed.local_share(np.arange(len(features)))
+    img = distributed.gather_rows(model.image(features[mine]), len(features))
+    txt = distributed.gather_rows(model.text(tokens[mine]), len(features))
+    loss = loss_of(name, model, img, txt, lat, lon, region)
+    torch.testing.assert_close(loss, reference, rtol=0, atol=1e-6)
+    loss.backward()
+    distributed.average_gradients(list(model.parameters()))
+    found = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert set(found) == set(expected) and "unused" not in found
+    for key, grad in expected.items():
+        torch.testing.assert_close(found[key], grad, rtol=1e-5, atol=1e-7, msg=f"{name} {key}")
+
+
+def test_global_batch_loss_and_gradients_equal_one_process() -> None:
+    """swclip, clip and semivariogram losses over a batch of 7 cut 4 + 3."""
+    mp.spawn(global_batch_worker, args=(free_port(),), nprocs=WORLD, join=True)
 
 
 def empty_share_worker(rank: int, port: int) -> None:
@@ -151,3 +171,200 @@ def empty_share_worker(rank: int, port: int) -> None:
 
 def test_a_process_without_rows_keeps_the_gradients_right() -> None:
     mp.spawn(empty_share_worker, args=(free_port(),), nprocs=3, join=True)
+
+
+# ---- torchrun: real `swclip` processes -------------------------------------------------------
+# Every run here is given one thread per process (torchrun's own default), the single process too:
+# float32 sums in another thread count are other roundings, which is no part of the comparison.
+RUN_ENV = {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
+NAMES = sorted(p.name for p in PHOTOS.glob("lund_*.jpg"))[:14]
+
+
+def samples_csv(folder: Path) -> Path:
+    """14 geo-tagged photos: a global batch of 5 is cut 3 + 2, its last batch of 4, 2 + 2."""
+    rows = []
+    for photo in NAMES:
+        lat, lon = read_exif_gps(PHOTOS / photo)
+        rows.append({"id": photo, "image": str(PHOTOS / photo), "lat": lat, "lon": lon})
+    pd.DataFrame(rows).to_csv(folder / "in.csv", index=False)
+    return folder / "in.csv"
+
+
+def command(*args: object, processes: int = 1, restarts: int = 0) -> list[str]:
+    """``swclip ARGS`` alone, or under torchrun with ``processes`` (torchrun's module form)."""
+    cli = ["-m", "swclip_core.cli", *map(str, args)]
+    if processes == 1:
+        return [sys.executable, *cli]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launcher, f"--nproc-per-node={processes}", f"--max-restarts={restarts}", *cli]
+
+
+def launch(*args: object, processes: int = 1, restarts: int = 0) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(*args, processes=processes, restarts=restarts),
+        cwd=REPO,
+        env={**os.environ, **RUN_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(*args: object, processes: int = 1, restarts: int = 0) -> subprocess.CompletedProcess:
+    process = launch(*args, processes=processes, restarts=restarts)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def train_args(csv: Path, out: Path, cache: Path, *extra: object) -> list[object]:
+    return ["train", csv, "--out", out, "--batch-size", 5, "--cache-dir", cache, *extra]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / CHECKPOINT, weights_only=True)["model"]
+
+
+def assert_same_weights(expected: dict, got: dict) -> None:
+    """Every weight within 1e-5, but for AdamW's noise-level elements.
+
+    AdamW divides each gradient element by its running RMS (+1e-8): an element whose gradient
+    is ~1e-9, float32's rounding noise on gradients of ~1e-2, moves by a sizeable share of the
+    learning rate in a direction the rounding decides. Two single-process runs that differ only
+    in their thread count differ the same way (10 of the 4M trained weights by 4e-4 on these
+    photos). So: at most 1 in 10,000 weights may differ by more than 1e-5, and none by more than
+    half the head learning rate; a wrong batch, share order or gradient moves far more.
+    """
+    assert expected.keys() == got.keys()
+    total = beyond = 0
+    for name, value in expected.items():
+        diff = (value - got[name]).abs()
+        total += diff.numel()
+        beyond += int((diff > 1e-5).sum())
+        assert float(diff.max()) <= 1e-3, (name, float(diff.max()))
+    assert beyond <= total / 10_000, (beyond, total)
+
+
+@pytest.fixture(scope="module")
+def photos_csv(tmp_path_factory) -> Path:
+    return samples_csv(tmp_path_factory.mktemp("torchrun"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["swclip", "clip", "semivariogram"])
+def test_two_processes_train_as_one_with_the_same_global_batch(
+    objective, photos_csv, tmp_path, feature_cache
+):
+    one, two = tmp_path / "one", tmp_path / "two"
+    options = ("--objective", objective, "--epochs", 2)
+    run(*train_args(photos_csv, one, feature_cache, *options))
+    run(*train_args(photos_csv, two, feature_cache, *options), processes=2)
+    alone, pair = metrics(one), metrics(two)
+    assert [r["epoch"] for r in pair] == [1, 2]
+    for a, b in zip(alone, pair, strict=True):
+        for key in a.keys() - {"seconds", "samples_per_s", "world_size", "backend", "rank_devices"}:
+            assert b[key] == pytest.approx(a[key], abs=1e-5), (key, a[key], b[key])
+        assert (b["world_size"], b["backend"], b["rank_devices"]) == (2, "gloo", "cpu,cpu")
+        assert (a["world_size"], a["backend"]) == (1, None)
+    assert_same_weights(weights(one), weights(two))
+    config = json.loads((two / CONFIG).read_text())
+    assert (config["world_size"], config["backend"], config["rank_devices"]) == (
+        2,
+        "gloo",
+        "cpu,cpu",
+    )
+    assert config["batch_size"] == 5  # the global batch
+    if objective == "semivariogram":
+        assert (two / "semivariogram.json").is_file()
+    assert not (two / LOCK_FILE).exists() and not partials(two)
+
+
+@pytest.mark.slow
+def test_two_processes_extract_their_shares_of_the_features(photos_csv, tmp_path):
+    """image-knn is feature extraction alone: each process extracts its share into the cache,
+    rank 0 saves them all, as one process computes them."""
+    run(
+        *train_args(photos_csv, tmp_path / "knn", tmp_path / "cache", "--objective", "image-knn"),
+        processes=2,
+    )
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(NAMES)
+    got = torch.load(tmp_path / "knn" / "knn_features.pt", weights_only=True)["features"]
+    backbone = create_backbone("swclip-lite", device=torch.device("cpu"))
+    paths = [str(PHOTOS / name) for name in NAMES]
+    alone = extract_image_features(backbone, paths, device=torch.device("cpu"), use_cache=False)
+    torch.testing.assert_close(got, torch.nn.functional.normalize(alone, dim=-1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_geoclip_refuses_torchrun_in_one_line(photos_csv, tmp_path, feature_cache):
+    process = launch(
+        *train_args(photos_csv, tmp_path / "g", feature_cache, "--objective", "geoclip"),
+        processes=2,
+    )
+    _, err = process.communicate(timeout=600)
+    assert process.returncode != 0
+    errors = [line for line in err.splitlines() if line.startswith("swclip: error:")]
+    assert errors and "one process only" in errors[0]
+    assert "swclip_core/" not in err  # no traceback of ours (torchrun reports the exit itself)
+    assert not (tmp_path / "g" / CHECKPOINT).exists()
+
+
+def workers(launcher: subprocess.Popen) -> dict[int, int]:
+    """The pids of torchrun's worker processes by their RANK (read from /proc)."""
+    found = {}
+    for task in Path(f"/proc/{launcher.pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for item in environ:
+                if item.startswith(b"RANK="):
+                    found[int(item[5:])] = int(pid)
+    return found
+
+
+def kill_worker_after_epoch(launcher: subprocess.Popen, run_dir: Path, epoch: int, rank: int):
+    deadline = time.monotonic() + 300
+    while not (run_dir / METRICS).is_file() or len(metrics(run_dir)) < epoch:
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(workers(launcher)[rank], signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(photos_csv, tmp_path_factory, feature_cache) -> Path:
+    """A 2-process run of 8 epochs that nothing stopped."""
+    whole = tmp_path_factory.mktemp("whole") / "run"
+    run(*train_args(photos_csv, whole, feature_cache, "--epochs", 8), processes=2)
+    return whole
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["elastic restart", "--resume"])
+def test_a_killed_worker_continues_from_the_last_checkpoint(
+    how, photos_csv, tmp_path, feature_cache, uninterrupted
+):
+    killed = tmp_path / "killed"
+    args = train_args(photos_csv, killed, feature_cache, "--epochs", 8)
+    if how == "elastic restart":  # torchrun restarts the group, which resumes by itself
+        launcher = launch(*args, processes=2, restarts=1)
+        kill_worker_after_epoch(launcher, killed, 2, rank=1)
+        _, err = launcher.communicate(timeout=600)
+        assert launcher.returncode == 0, err[-3000:]
+    else:  # the rank that holds the lock and writes; then the user resumes
+        launcher = launch(*args, processes=2)
+        kill_worker_after_epoch(launcher, killed, 2, rank=0)
+        launcher.communicate(timeout=600)
+        assert launcher.returncode != 0
+        assert torch.load(killed / CHECKPOINT, weights_only=True)["epoch"] < 8
+        run(*args, "--resume", processes=2)
+    assert [r["epoch"] for r in metrics(killed)] == list(range(1, 9))
+    for name, value in weights(uninterrupted).items():
+        assert torch.equal(value, weights(killed)[name]), name
+    assert not (killed / LOCK_FILE).exists() and not partials(killed)

@@ -36,6 +36,9 @@ class Objective(ABC):
     # coordinates), so R@1, Geo-Align and --gallery/--fuse apply. False: against the training
     # images (:meth:`image_gallery`).
     caption_gallery: ClassVar[bool] = True
+    # True: :meth:`fit` trains under torchrun with several processes (the global batch split
+    # across them, rank 0 writing the run folder; swclip_core.distributed). False: it refuses.
+    distributed: ClassVar[bool] = False
 
     def prepare(self, config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
         """The settings to train with, completed from the samples; InputError when they cannot

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..data.tensors import ImageDataset
 from ..device import autocast
+from ..distributed import gather_rows, is_main, local_share
 from ..io import progress_span
 from ..loop import FEATURE_SHARE, Trainable, TrainResult, run_epochs
 from ..losses import MAX_LOGIT_SCALE
@@ -84,6 +85,9 @@ def trainable_state(backbone: Backbone) -> dict[str, torch.Tensor]:
 class CaptionObjective(Objective):
     """Photos against location captions: image tower and text tower of one backbone."""
 
+    # Under torchrun each process embeds its share of a batch and the loss sees the whole batch.
+    distributed = True
+
     def prepare(self, config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
         return resolve_kernel(config, samples)
 
@@ -126,13 +130,17 @@ class CaptionObjective(Objective):
         self.start(training)
 
         def batch_loss(idx: np.ndarray, batch_images: torch.Tensor | None):
-            index = torch.as_tensor(idx)
+            # Under torchrun this process embeds its share of the batch (``batch_images`` are
+            # that share's); the loss sees every share's embeddings, so the whole batch's
+            # matrix. Alone, the share is the batch and the gathering returns its input.
+            index, mine = torch.as_tensor(idx), torch.as_tensor(local_share(idx))
             with autocast(device):
                 if features is not None:
-                    img = backbone.image_head(features[index].to(device))
+                    img = backbone.image_head(features[mine].to(device))
                 else:
                     img = backbone.encode_image(batch_images.to(device, non_blocking=True))
-                txt = backbone.encode_text(tokens[index].to(device))
+                txt = backbone.encode_text(tokens[mine].to(device))
+                img, txt = gather_rows(img, len(idx)), gather_rows(txt, len(idx))
                 logits = similarity_logits(backbone, img, txt)
             return self.loss(training, index, img.float(), txt.float(), logits.float())
 
@@ -149,7 +157,8 @@ class CaptionObjective(Objective):
             on_epoch_start=lambda epoch: self.start_epoch(training, epoch),
         )
         result = run_epochs(trainable, run, progress=progress)
-        self.finish(training)
+        if is_main():  # its files are the run folder's
+            self.finish(training)
         return result
 
     def load(self, run_dir: Path, config: TrainConfig, device: torch.device) -> Backbone:

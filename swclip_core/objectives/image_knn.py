@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
 from ..device import resolve_device
+from ..distributed import is_main
 from ..errors import InputError, ModelError
 from ..features import extract_image_features
 from ..io import ProgressFn, save_torch
@@ -106,6 +107,7 @@ class ImageKnn(Objective):
     name = "image-knn"
     marker = KNN_FEATURES
     caption_gallery = False
+    distributed = True  # its features are extracted in shares, rank 0 saves them
 
     def finished(self, run_dir: Path, config: TrainConfig) -> TrainResult | None:
         # Nothing is trained: a folder holding the features (same input and settings, which
@@ -122,6 +124,8 @@ class ImageKnn(Objective):
         started = time.perf_counter()
         features = run.image_features(backbone, run.progress)
         seconds = time.perf_counter() - started
+        if not is_main():
+            return TrainResult(run.dir, 0, float("nan"), len(run.samples) / max(seconds, 1e-9))
         save_torch(
             {
                 "cache_key": backbone.cache_key,
