@@ -123,13 +123,39 @@ def load_gallery_table(args: argparse.Namespace, config):
 
 
 def run_evaluation(args: argparse.Namespace, protocol: str):
+    """The samples and their evaluation; under torchrun, the evaluation on rank 0 only (None on
+    the others), once every process has extracted its share of the photos' features."""
     from .evaluation import evaluate
 
     options, gallery_skipped = evaluation_options(args, protocol)
     samples = enrich(read_input(args), args)
     # the gallery's unusable rows are reported with the samples'
     samples.attrs["skipped"] = samples.attrs.get("skipped", []) + gallery_skipped
+    if distributed.world_size() > 1:
+        extract_feature_shares(samples, options)
+        if not distributed.is_main():
+            return samples, None
     return samples, evaluate(samples=samples, **options)
+
+
+def extract_feature_shares(samples, options: dict) -> None:
+    """Under torchrun, the photos' frozen image features (the costly part of an evaluation)
+    extracted in shares into the cache, for rank 0 to evaluate from: SSI and City-Align need
+    every embedding at once, and so come out as one process computes them. A fine-tuned image
+    trunk's features are not cached: rank 0 then computes them alone."""
+    from .features import extract_shares
+
+    paths = samples["image_path"].tolist()
+    backbones = [] if options["config"].mode == "finetune" else [options["backbone"]]
+    if options["knn"] is not None:  # image-kNN, as the model or fused
+        backbones.append(options["knn"].backbone)
+    keys = set()
+    for backbone in backbones:
+        if backbone.cache_key not in keys:
+            keys.add(backbone.cache_key)
+            extract_shares(
+                backbone, paths, device=options["device"], cache_dir=options["cache_dir"]
+            )
 
 
 def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, list[dict]]:
@@ -143,7 +169,7 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
     from .io import default_cache_dir
     from .knn_weight import knn_weight_for
 
-    device = resolve_device(args.device)
+    device = distributed.start(resolve_device(args.device))
     model = load_model(args.model, device)
     config, knn = model.config, model.knn
     fuse = getattr(args, "fuse", None)
@@ -177,7 +203,10 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
     if protocol == "open" and model.knn is None:
         table = load_gallery_table(args, config)
         skipped = list(table.attrs.get("skipped", []))
-        gallery = embed_gallery(table, model, cache_dir=cache_dir, index=args.index)
+        # under torchrun rank 0 embeds (and caches) it, the others read the cache
+        gallery = distributed.main_first(
+            lambda: embed_gallery(table, model, cache_dir=cache_dir, index=args.index)
+        )
     options = dict(
         backbone=model.network,
         config=config,
@@ -214,6 +243,7 @@ def command_predict(args: argparse.Namespace) -> int:
     import itertools
 
     import numpy as np
+    import pandas as pd
 
     from .errors import InputError
     from .evaluation import evaluate
@@ -244,13 +274,25 @@ def command_predict(args: argparse.Namespace) -> int:
     joins: list[list[dict]] = []
 
     def localized():
+        # Under torchrun each process localizes its contiguous share of every chunk and rank 0
+        # writes the shares in rank order: the rows of one process, in its order.
         for chunk in itertools.chain([first], chunks):
             skipped.extend(chunk.attrs.get("skipped", []))
             if not chunk.empty:
                 chunk = enrich(chunk, args, report=False)
                 joins.append(chunk.attrs.get("joins", []))
-                yield evaluate(samples=chunk, **options, figures=False).predictions
+                share = chunk.iloc[distributed.local_share(np.arange(len(chunk)))]
+                part = None
+                if len(share):
+                    part = evaluate(samples=share, **options, figures=False).predictions
+                parts = [p for p in distributed.gather_objects(part) or [] if p is not None]
+                if parts:
+                    yield pd.concat(parts, ignore_index=True)
 
+    if not distributed.is_main():
+        for _ in localized():  # its shares went to rank 0, which writes and reports
+            pass
+        return EXIT_OK
     predictions = write_prediction_chunks(
         localized(),
         args.out,
@@ -292,6 +334,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from .outputs import format_table
 
     samples, evaluation = run_evaluation(args, args.protocol)
+    if evaluation is None:  # under torchrun, rank 0 reports
+        return EXIT_OK
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
     s = evaluation.summary
     queries = evaluation.context["neighbour_queries"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -123,6 +123,19 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def main_first(make: Callable[[], Any]) -> Any:
+    """``make()`` on rank 0 first, then on the others: for work that fills a cache on disk
+    (gallery embeddings, their index) which the others then read instead of writing it too."""
+    if not active():
+        return make()
+    if not is_main():
+        barrier()  # until rank 0 has made it
+        return make()
+    made = make()  # if this fails, torchrun stops the waiting processes when this one exits
+    barrier()
+    return made
 
 
 def shares(count: int, parts: int | None = None) -> list[slice]:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data.tensors import ImageDataset, split_preprocess
 from .device import autocast, precision_tag
 from .errors import CancelledError
@@ -53,6 +54,36 @@ class FeatureCache:
 
     def store(self, digest: str, feature: np.ndarray) -> None:
         save_npy(feature, self.path_for(digest))
+
+
+def extract_shares(
+    backbone,
+    image_paths: Sequence[str],
+    *,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    num_workers: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> None:
+    """Under torchrun, each process extracts its share of the distinct images into the on-disk
+    cache, then waits for the others, so that every process then reads the whole set from the
+    cache (:func:`extract_image_features`); nothing in one process. A process whose node does not
+    share the cache folder later computes what it lacks."""
+    if distributed.world_size() <= 1:
+        return
+    share = distributed.local_share(list(dict.fromkeys(image_paths)))
+    if share:
+        extract_image_features(
+            backbone,
+            share,
+            device=device,
+            cache_dir=cache_dir,
+            num_workers=num_workers,
+            progress=progress,
+            cancel=cancel,
+        )
+    distributed.barrier()
 
 
 @torch.no_grad()

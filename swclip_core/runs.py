@@ -67,21 +67,18 @@ class Run:
         each process first extracts its share of the distinct images into the cache; once all
         are done, every process reads the whole set from it (a process whose node does not share
         the cache folder computes what it lacks)."""
-        from .features import extract_image_features
+        from .features import extract_image_features, extract_shares
 
         paths = self.samples["image_path"].tolist()
         options = dict(
             device=self.device,
             cache_dir=self.cache_dir,
             num_workers=self.config.num_workers,
+            progress=progress,
             cancel=self.cancel,
         )
-        if distributed.world_size() > 1:
-            share = distributed.local_share(list(dict.fromkeys(paths)))
-            if share:
-                extract_image_features(network, share, progress=progress, **options)
-            distributed.barrier()
-        return extract_image_features(network, paths, progress=progress, **options)
+        extract_shares(network, paths, **options)
+        return extract_image_features(network, paths, **options)
 
 
 def seed_everything(seed: int) -> None:

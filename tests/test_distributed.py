@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -230,23 +231,26 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_same_weights(expected: dict, got: dict) -> None:
-    """Every weight within 1e-5, but for AdamW's noise-level elements.
+    """The weights of two runs that should be one, to 1e-5 but for AdamW's noise-level elements.
 
     AdamW divides each gradient element by its running RMS (+1e-8): an element whose gradient
     is ~1e-9, float32's rounding noise on gradients of ~1e-2, moves by a sizeable share of the
     learning rate in a direction the rounding decides. Two single-process runs that differ only
-    in their thread count differ the same way (10 of the 4M trained weights by 4e-4 on these
-    photos). So: at most 1 in 10,000 weights may differ by more than 1e-5, and none by more than
-    half the head learning rate; a wrong batch, share order or gradient moves far more.
+    in their thread count differ that way: on these photos 232 of the 4.0M trained weights by
+    more than 1e-5 and one by more than 1e-4 (2 processes against 1: 294, 4, the largest 1.1e-3).
+    So at most 1 in 5,000 weights may differ by more than 1e-5, 1 in 100,000 by more than 1e-4
+    and none by more than 5e-3; a wrong batch, share order or gradient moves far more.
     """
     assert expected.keys() == got.keys()
-    total = beyond = 0
+    total, beyond, far = 0, 0, 0
     for name, value in expected.items():
         diff = (value - got[name]).abs()
         total += diff.numel()
         beyond += int((diff > 1e-5).sum())
-        assert float(diff.max()) <= 1e-3, (name, float(diff.max()))
-    assert beyond <= total / 10_000, (beyond, total)
+        far += int((diff > 1e-4).sum())
+        assert float(diff.max()) <= 5e-3, (name, float(diff.max()))
+    assert beyond <= total / 5_000, (beyond, total)
+    assert far <= total / 100_000, (far, total)
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +372,56 @@ def test_a_killed_worker_continues_from_the_last_checkpoint(
     for name, value in weights(uninterrupted).items():
         assert torch.equal(value, weights(killed)[name]), name
     assert not (killed / LOCK_FILE).exists() and not partials(killed)
+
+
+def assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Text and integers exactly; degrees to 1e-8 (1 mm), metres to 1 mm, scores to 1e-6 (the
+    features of a photo embedded among other photos differ in float32's last digits)."""
+    for column in expected.columns:
+        if column == "candidates":  # JSON [lat, lon, score] with scores rounded to 4 digits
+            for a, b in zip(got[column], expected[column], strict=True):
+                np.testing.assert_allclose(json.loads(a), json.loads(b), rtol=0, atol=1.5e-4)
+        elif pd.api.types.is_float_dtype(expected[column]):
+            tolerance = (
+                1e-3
+                if column.endswith("_m")
+                else 1e-8
+                if "lat" in column or "lon" in column
+                else 1e-6
+            )
+            np.testing.assert_allclose(
+                got[column], expected[column], rtol=0, atol=tolerance, err_msg=column
+            )
+        else:
+            assert got[column].tolist() == expected[column].tolist(), column
+
+
+@pytest.mark.slow
+def test_two_processes_predict_and_evaluate_as_one(photos_csv, tmp_path, uninterrupted):
+    """Each process localizes its share of every chunk (14 rows in chunks of 4: shares of 2 and
+    2, then 1 and 1); rank 0 writes one GeoPackage with the rows of a 1-process predict. Evaluate's
+    figures (SSI and City-Align need every embedding at once) are the 1-process figures."""
+    outputs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}.gpkg"
+        cache = tmp_path / f"cache{processes}"
+        run("predict", photos_csv, "--model", uninterrupted, "--out", out,
+            "--chunk-rows", 4, "--cache-dir", cache, processes=processes)  # fmt: skip
+        figures = tmp_path / f"e{processes}.json"
+        run("evaluate", photos_csv, "--model", uninterrupted, "--json", figures,
+            "--cache-dir", cache, processes=processes)  # fmt: skip
+        outputs[processes] = (out, json.loads(figures.read_text())["summary"])
+    (one, one_figures), (two, two_figures) = outputs[1], outputs[2]
+    assert [str(n) for n, _ in pyogrio.list_layers(two)] == [
+        str(n) for n, _ in pyogrio.list_layers(one)
+    ]
+    for layer in ("predicted_points", "error_lines"):
+        expected = pyogrio.read_dataframe(one, layer=layer)
+        got = pyogrio.read_dataframe(two, layer=layer)
+        assert list(got.columns) == list(expected.columns) and len(got) == len(NAMES)
+        assert_same_rows(got.drop(columns="geometry"), expected.drop(columns="geometry"))
+        assert got.geometry.geom_equals_exact(expected.geometry, tolerance=1e-8).all()
+    assert two_figures.keys() == one_figures.keys()
+    for key, value in one_figures.items():
+        assert two_figures[key] == pytest.approx(value, rel=1e-6, abs=1e-6, nan_ok=True), key
+    assert not partials(tmp_path)
