@@ -125,37 +125,17 @@ def load_gallery_table(args: argparse.Namespace, config):
 def run_evaluation(args: argparse.Namespace, protocol: str):
     """The samples and their evaluation; under torchrun, the evaluation on rank 0 only (None on
     the others), once every process has extracted its share of the photos' features."""
-    from .evaluation import evaluate
+    from .evaluation import evaluate, extract_feature_shares
 
     options, gallery_skipped = evaluation_options(args, protocol)
     samples = enrich(read_input(args), args)
     # the gallery's unusable rows are reported with the samples'
     samples.attrs["skipped"] = samples.attrs.get("skipped", []) + gallery_skipped
     if distributed.world_size() > 1:
-        extract_feature_shares(samples, options)
+        extract_feature_shares(samples, **options)
         if not distributed.is_main():
             return samples, None
     return samples, evaluate(samples=samples, **options)
-
-
-def extract_feature_shares(samples, options: dict) -> None:
-    """Under torchrun, the photos' frozen image features (the costly part of an evaluation)
-    extracted in shares into the cache, for rank 0 to evaluate from: SSI and City-Align need
-    every embedding at once, and so come out as one process computes them. A fine-tuned image
-    trunk's features are not cached: rank 0 then computes them alone."""
-    from .features import extract_shares
-
-    paths = samples["image_path"].tolist()
-    backbones = [] if options["config"].mode == "finetune" else [options["backbone"]]
-    if options["knn"] is not None:  # image-kNN, as the model or fused
-        backbones.append(options["knn"].backbone)
-    keys = set()
-    for backbone in backbones:
-        if backbone.cache_key not in keys:
-            keys.add(backbone.cache_key)
-            extract_shares(
-                backbone, paths, device=options["device"], cache_dir=options["cache_dir"]
-            )
 
 
 def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, list[dict]]:
@@ -243,10 +223,9 @@ def command_predict(args: argparse.Namespace) -> int:
     import itertools
 
     import numpy as np
-    import pandas as pd
 
     from .errors import InputError
-    from .evaluation import evaluate
+    from .evaluation import localize_in_shares
     from .metrics import error_summary
     from .outputs import render_error_map, write_error_surface, write_prediction_chunks
 
@@ -274,20 +253,15 @@ def command_predict(args: argparse.Namespace) -> int:
     joins: list[list[dict]] = []
 
     def localized():
-        # Under torchrun each process localizes its contiguous share of every chunk and rank 0
-        # writes the shares in rank order: the rows of one process, in its order.
         for chunk in itertools.chain([first], chunks):
             skipped.extend(chunk.attrs.get("skipped", []))
             if not chunk.empty:
                 chunk = enrich(chunk, args, report=False)
                 joins.append(chunk.attrs.get("joins", []))
-                share = chunk.iloc[distributed.local_share(np.arange(len(chunk)))]
-                part = None
-                if len(share):
-                    part = evaluate(samples=share, **options, figures=False).predictions
-                parts = [p for p in distributed.gather_objects(part) or [] if p is not None]
-                if parts:
-                    yield pd.concat(parts, ignore_index=True)
+                # under torchrun: localized in shares, the rows on rank 0 (None elsewhere)
+                predictions = localize_in_shares(chunk, **options)
+                if predictions is not None:
+                    yield predictions
 
     if not distributed.is_main():
         for _ in localized():  # its shares went to rank 0, which writes and reports

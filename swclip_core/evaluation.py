@@ -18,11 +18,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .captions import captions_for
 from .config import DEFAULT_METHOD, MODE_RADIUS_M
 from .device import autocast, current_precision
 from .errors import InputError
-from .features import extract_image_features
+from .features import extract_image_features, extract_shares
 from .fusion import KNN_WEIGHT, fuse_predictions
 from .geo import haversine_m, pairwise_haversine_m
 from .io import ProgressFn, progress_span
@@ -265,6 +266,43 @@ def evaluate(
             knn_temperature=knn_temperature,
         )
     return Evaluation(predictions, summary, context)
+
+
+def localize_in_shares(samples: pd.DataFrame, **options) -> pd.DataFrame | None:
+    """The predictions of :func:`evaluate` (``options``, without SSI and City-Align) for
+    ``samples``; under torchrun each process localizes its contiguous share and rank 0 gets
+    every row in order, the rows of one process (None on the others). A row's prediction needs
+    only its own photo and the gallery."""
+    share = samples.iloc[distributed.local_share(np.arange(len(samples)))]
+    part = None
+    if len(share):
+        part = evaluate(samples=share, **options, figures=False).predictions
+    parts = [p for p in distributed.gather_objects(part) or [] if p is not None]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def extract_feature_shares(
+    samples: pd.DataFrame,
+    *,
+    backbone,
+    config,
+    device: torch.device,
+    knn: KnnLocalizer | None = None,
+    cache_dir: Path | None = None,
+    **_options,
+) -> None:
+    """Under torchrun, the photos' frozen image features (the costly part of an evaluation)
+    extracted in shares into the cache, for rank 0 to evaluate from: SSI and City-Align need
+    every embedding at once, and so come out as one process computes them. A fine-tuned image
+    trunk's features are not cached: rank 0 then computes them alone. ``_options``: the rest of
+    :func:`evaluate`'s, unused."""
+    paths = samples["image_path"].tolist()
+    backbones = [] if config.mode == "finetune" else [backbone]
+    if knn is not None:  # image-kNN, as the model or fused
+        backbones.append(knn.backbone)
+    for key in dict.fromkeys(b.cache_key for b in backbones):
+        first = next(b for b in backbones if b.cache_key == key)
+        extract_shares(first, paths, device=device, cache_dir=cache_dir)
 
 
 def location_scores(
