@@ -155,7 +155,7 @@ def train(
     if config.world_size > 1 and not objective.distributed:
         raise InputError(
             f"objective {config.objective} trains in one process only, not under torchrun with "
-            f"{config.world_size} processes; run it as plain `swclip train` (or --nproc-per-node 1)"
+            f"{config.world_size} processes; run it without torchrun"
         )
     resume = resume or (distributed.restarted() and (Path(run_dir) / CONFIG).is_file())
     config = objective.prepare(config, samples)

@@ -488,6 +488,8 @@ def command_surface(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# The commands that share their work between the processes torchrun starts.
+DISTRIBUTED_COMMANDS = ("train", "predict", "evaluate")
 COMMANDS = {
     "train": command_train,
     "predict": command_predict,
@@ -501,6 +503,13 @@ COMMANDS = {
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command with its forward passes in its ``--precision``."""
+    if distributed.world_size() > 1 and args.command not in DISTRIBUTED_COMMANDS:
+        from .errors import InputError
+
+        raise InputError(
+            f"swclip {args.command} runs in one process; run it without torchrun "
+            f"(torchrun runs {', '.join(DISTRIBUTED_COMMANDS)})"
+        )
     precision = getattr(args, "precision", None)
     if precision is None:  # the default (device.resolve_precision)
         return COMMANDS[args.command](args)

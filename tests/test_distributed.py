@@ -304,15 +304,19 @@ def test_two_processes_extract_their_shares_of_the_features(photos_csv, tmp_path
 
 
 @pytest.mark.slow
-def test_geoclip_refuses_torchrun_in_one_line(photos_csv, tmp_path, feature_cache):
-    process = launch(
-        *train_args(photos_csv, tmp_path / "g", feature_cache, "--objective", "geoclip"),
-        processes=2,
-    )
+@pytest.mark.parametrize("what", ["geoclip", "probe"])
+def test_what_runs_in_one_process_refuses_torchrun_in_one_line(
+    what, photos_csv, tmp_path, feature_cache
+):
+    if what == "geoclip":
+        args = train_args(photos_csv, tmp_path / "g", feature_cache, "--objective", "geoclip")
+    else:
+        args = ["probe", photos_csv]
+    process = launch(*args, processes=2)
     _, err = process.communicate(timeout=600)
     assert process.returncode != 0
     errors = [line for line in err.splitlines() if line.startswith("swclip: error:")]
-    assert errors and "one process only" in errors[0]
+    assert errors and "one process" in errors[0] and "without torchrun" in errors[0]
     assert "swclip_core/" not in err  # no traceback of ours (torchrun reports the exit itself)
     assert not (tmp_path / "g" / CHECKPOINT).exists()
 
