@@ -169,16 +169,23 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
             )
         knn = fused.knn
         if knn_weight is None and protocol == "open":  # the closed protocol refuses fusion
-            knn_weight = knn_weight_for(
-                model,
-                fused,
-                cache_dir=cache_dir,
-                k=args.top_k,
-                method=args.method,
-                temperature=args.temperature,
-                mode_radius_m=args.mode_radius_m,
-                knn_temperature=args.knn_temperature,
-            )
+
+            def choose() -> float:
+                # under torchrun rank 0 chooses (and caches) it alone, training in one process;
+                # the others wait, then read the cache
+                with distributed.alone():
+                    return knn_weight_for(
+                        model,
+                        fused,
+                        cache_dir=cache_dir,
+                        k=args.top_k,
+                        method=args.method,
+                        temperature=args.temperature,
+                        mode_radius_m=args.mode_radius_m,
+                        knn_temperature=args.knn_temperature,
+                    )
+
+            knn_weight = distributed.main_first(choose)
     gallery, skipped = None, []
     if protocol == "open" and model.knn is None:
         table = load_gallery_table(args, config)

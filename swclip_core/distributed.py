@@ -14,9 +14,11 @@ never touch a tensor (the run lock, the run folder).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,14 +26,30 @@ if TYPE_CHECKING:
     import torch
 
 
+# Set by :func:`alone`: this process works as if it were the only one.
+_alone: ContextVar[bool] = ContextVar("swclip_alone", default=False)
+
+
 def world_size() -> int:
-    """How many processes work on this command (1 outside torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """How many processes work on this command (1 outside torchrun, or :func:`alone`)."""
+    return 1 if _alone.get() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
     """This process's place among them, 0..world_size()-1 (0 outside torchrun)."""
-    return int(os.environ.get("RANK", "0"))
+    return 0 if _alone.get() else int(os.environ.get("RANK", "0"))
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Run the enclosed code as one process would, without the others (no collective): for work
+    that one process does for all, e.g. a model trained on rank 0 alone inside a command
+    (:func:`main_first`) while the others wait."""
+    token = _alone.set(True)
+    try:
+        yield
+    finally:
+        _alone.reset(token)
 
 
 def local_rank() -> int:
@@ -47,7 +65,8 @@ def is_main() -> bool:
 def restarted() -> bool:
     """True when torchrun restarted this process group after a worker died
     (``--max-restarts``): the run continues from its last checkpoint."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return restarts > 0 and not _alone.get()
 
 
 def active() -> bool:
