@@ -64,6 +64,18 @@ def test_one_process_runs_without_a_process_group(monkeypatch) -> None:
     assert not torch.distributed.is_initialized()
 
 
+def test_alone_is_one_process_whatever_torchrun_says(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert (distributed.world_size(), distributed.rank(), distributed.restarted()) == (2, 1, True)
+    with distributed.alone():
+        assert (distributed.world_size(), distributed.rank()) == (1, 0)
+        assert distributed.is_main() and not distributed.restarted()
+        assert distributed.main_first(lambda: 7) == 7  # no barrier: nobody else is waiting
+    assert distributed.rank() == 1
+
+
 class Towers(torch.nn.Module):
     """Two linear towers and a temperature: the shape of a caption model's trainable part."""
 
