@@ -20,8 +20,10 @@ from . import accuracy
 from .datasets import Dataset
 
 ENCODER_OBJECTIVES = tuple(name for name, listing in REGISTRY.items() if listing.encoder)
-# The default objective and the peer it must beat, each fused with image-kNN.
-FUSED_ROWS = tuple(f"{name}{accuracy.WITH_KNN}" for name in ("swclip", "geoclip"))
+# Every SW-based objective and the peer it must beat, each fused with image-kNN.
+FUSED_ROWS = tuple(
+    f"{name}{accuracy.WITH_KNN}" for name in ("swclip", "swgeo", "hybrid", "geoclip")
+)
 OBJECTIVES = (*ENCODER_OBJECTIVES, "image-knn", *FUSED_ROWS)
 COLUMNS = ("closed median (m)", "closed R@1", "open median (m)")
 

@@ -163,14 +163,20 @@ def encoders_section(
         print(json.dumps({k: record[k] for k in (*RECORD_KEY, "median_error_m")}), flush=True)
     measured = {tuple(r[k] for k in RECORD_KEY) for r in fresh}
     records = [r for r in earlier if tuple(r[k] for k in RECORD_KEY) not in measured] + fresh
-    names = list(dict.fromkeys(r["dataset"] for r in records))
     result = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "notes": {d.name: f"{d.note}; {d.epochs} epochs" for d in data},
         "records": records,
     }
-    lines = [
+    return result, encoders_lines(result)
+
+
+def encoders_lines(result: dict) -> list[str]:
+    """The results.md lines of the encoders section's record."""
+    records = result["records"]
+    names = list(dict.fromkeys(r["dataset"] for r in records))
+    return [
         ENCODERS_HEADING,
         "",
         encoders.__doc__.split("\n\n")[1].replace("\n", " "),
@@ -185,7 +191,6 @@ def encoders_section(
         "",
         *encoders.summarise(records, names),
     ]
-    return result, lines
 
 
 def only_encoders(out: Path, work: Path, seeds: tuple[int, ...], names: list[str] | None) -> None:
@@ -194,9 +199,9 @@ def only_encoders(out: Path, work: Path, seeds: tuple[int, ...], names: list[str
     data = [d for d in real_imagery(work, epochs=12) if not names or d.name in names]
     results = out / "results.json"
     earlier = json.loads(results.read_text()).get("encoders", {}) if results.exists() else {}
-    result, lines = encoders_section(data, work, seeds, earlier.get("records", []))
+    result, _ = encoders_section(data, work, seeds, earlier.get("records", []))
     result["notes"] = {**earlier.get("notes", {}), **result["notes"]}
-    update_results(out, "encoders", result, ENCODERS_HEADING, lines)
+    update_results(out, "encoders", result, ENCODERS_HEADING, encoders_lines(result))
 
 
 def main() -> None:
