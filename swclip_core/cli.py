@@ -159,6 +159,13 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
             "--gallery and --fuse do not apply; leave them out"
         )
     cache_dir = args.cache_dir or default_cache_dir()
+    # how top-K candidates become a prediction: the localization's and the fusion weight's
+    prediction = dict(
+        k=args.top_k,
+        method=args.method,
+        temperature=args.temperature,
+        mode_radius_m=args.mode_radius_m,
+    )
     knn_weight = getattr(args, "knn_weight", None)
     if fuse is not None:
         fused = load_model(fuse, device)
@@ -178,11 +185,8 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
                         model,
                         fused,
                         cache_dir=cache_dir,
-                        k=args.top_k,
-                        method=args.method,
-                        temperature=args.temperature,
-                        mode_radius_m=args.mode_radius_m,
                         knn_temperature=args.knn_temperature,
+                        **prediction,
                     )
 
             knn_weight = distributed.main_first(choose)
@@ -201,14 +205,11 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
         protocol=protocol,
         gallery=gallery,
         model_fingerprint=model.fingerprint,
-        k=args.top_k,
-        method=args.method,
-        temperature=args.temperature,
-        mode_radius_m=args.mode_radius_m,
         index=args.index,
         cache_dir=cache_dir,
         progress=args.progress,
         cancel=args.cancel,
+        **prediction,
         knn=knn,
         knn_weight=KNN_WEIGHT if knn_weight is None else knn_weight,
         knn_temperature=getattr(args, "knn_temperature", 0.05),
