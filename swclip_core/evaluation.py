@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import distributed
 from .captions import captions_for
 from .config import DEFAULT_METHOD, MODE_RADIUS_M
-from .device import autocast, current_precision
+from .device import autocast, current_precision, gallery_precision
 from .errors import InputError
 from .features import extract_image_features, extract_shares
 from .fusion import KNN_WEIGHT, fuse_predictions
@@ -257,6 +257,7 @@ def evaluate(
         "objective": config.objective,
         "seed": config.seed,
         "precision": current_precision(device),
+        "gallery_precision": gallery_precision(device),
     }
     if knn is not None:
         context.update(

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
-from .device import autocast, current_precision, precision_tag
+from .device import autocast, gallery_precision, precision_scope, precision_tag
 from .errors import InputError
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
 from .io import atomic_path
@@ -121,18 +121,25 @@ def build_gallery(
         table.iloc[start : start + EMBED_CHUNK] for start in range(0, len(table), EMBED_CHUNK)
     )
     embed = embed or (lambda chunk: _embed_chunk(backbone, chunk, device))
-    embedded = (embed(chunk) for chunk in chunks)
+    precision = gallery_precision(device)
+
+    def embedded() -> Iterator[torch.Tensor]:
+        for chunk in chunks:
+            with precision_scope(precision):
+                rows = embed(chunk)
+            yield rows
+
     if cache_dir is None:
-        embeddings = torch.cat(list(embedded))
+        embeddings = torch.cat(list(embedded()))
         gallery_index = None if kind == "exact" else open_index(embeddings.numpy(), kind)
         return Gallery(table, embeddings, gallery_index)
     digest = hashlib.sha1(usedforsecurity=False)
-    digest.update((model_fingerprint + precision_tag(current_precision(device))).encode())
+    digest.update((model_fingerprint + precision_tag(precision)).encode())
     for caption in table["caption"].astype(str):
         digest.update(caption.encode() + b"\n")
     cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.npy"
     if not cache_file.exists():
-        _write_chunks(embedded, len(table), cache_file)
+        _write_chunks(embedded(), len(table), cache_file)
     embeddings = np.load(cache_file, mmap_mode="r")
     if kind == "exact":
         return Gallery(table, embeddings)
