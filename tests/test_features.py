@@ -3,11 +3,12 @@ gives back what was stored."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from swclip_core.data.images import load_image
 from swclip_core.device import resolve_device
-from swclip_core.features import extract_image_features
+from swclip_core.features import extract_image_features, prefetched
 from swclip_core.models import create_backbone
 
 from .conftest import PHOTOS as PHOTOS_DIR
@@ -29,3 +30,33 @@ def test_pipeline_features_equal_a_plain_forward_and_come_back_from_the_cache(tm
     cached = extract_image_features(backbone, paths, device=device, cache_dir=tmp_path)
     assert torch.equal(cached, got)
     assert len(list(tmp_path.rglob("*.npy"))) == len(paths)
+    # decoded in the main process, one batch ahead of the forward pass (the CPU default)
+    in_process = extract_image_features(
+        backbone, paths, device=device, use_cache=False, batch_size=2, num_workers=0
+    )
+    torch.testing.assert_close(in_process, got, atol=1e-6, rtol=0)
+
+
+def test_prefetched_batches_come_in_order_and_errors_reach_the_caller():
+    assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
+    assert list(prefetched([])) == []
+
+    def broken():
+        yield 1
+        raise ValueError("cannot decode photo 2")
+
+    batches = prefetched(broken())
+    assert next(batches) == 1
+    with pytest.raises(ValueError, match="photo 2"):
+        next(batches)
+    decoded = []
+
+    def counted():
+        for i in range(100):
+            decoded.append(i)
+            yield i
+
+    stopped = prefetched(counted())
+    assert next(stopped) == 0
+    stopped.close()  # a cancelled extraction: at most the batch ahead was decoded
+    assert decoded == [0, 1]
