@@ -187,6 +187,12 @@ def run_epochs(
         records = []  # a fresh run: lines of a killed earlier attempt describe no checkpoint
     # Seeded alike, the processes start alike; as DistributedDataParallel does, make sure.
     distributed.broadcast_parameters(objective.model)
+    if distributed.rank() > 0:
+        # Dropout draws from torch's global generator, which every process seeded alike: give
+        # each its own stream (rank 0 keeps the one-process stream), or the same units would be
+        # dropped in every share. Nothing else in a step draws from it (the batch plan and GPS
+        # noise have generators of their own), so the loss stays the same on every process.
+        torch.manual_seed(config.seed + distributed.rank())
     trained = [p for p in objective.model.parameters() if p.requires_grad]
     processes = {key: getattr(config, key) for key in ("world_size", "backend", "rank_devices")}
 

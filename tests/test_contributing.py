@@ -72,3 +72,23 @@ def test_the_command_line_offers_the_new_objective(one_way_clip, tmp_path, featu
         main(["train", "--help"])
     shown = "".join(capsys.readouterr().out.split())  # argparse wraps the help anywhere
     assert "one-way-clip:InfoNCEfromimagestocaptionsonly" in shown
+
+
+def test_an_objective_that_is_not_distributed_refuses_torchrun(one_way_clip, tmp_path, monkeypatch):
+    """An objective whose ``fit`` cannot run data-parallel says ``distributed = False`` (the
+    example inherits True from the caption objectives); under torchrun (world size 2 here, as
+    run_settings would report it) it refuses in one line before the run folder is written."""
+    from swclip_core import distributed
+    from swclip_core.errors import InputError
+    from swclip_core.objectives.registry import get_objective
+
+    monkeypatch.setattr(type(get_objective(one_way_clip)), "distributed", False)
+    monkeypatch.setattr(
+        distributed,
+        "run_settings",
+        lambda device: {"world_size": 2, "backend": "gloo", "rank_devices": "cpu,cpu"},
+    )
+    config = TrainConfig(objective=one_way_clip, epochs=1, device="cpu", num_workers=0)
+    with pytest.raises(InputError, match=r"one process only.*without torchrun"):
+        api.train(api.read_samples(PHOTOS), config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..device import autocast
+from ..distributed import gather_rows, local_share
 from ..errors import InputError
 from ..geo import EARTH_RADIUS_M
 from ..io import progress_span
@@ -172,6 +173,7 @@ class Geoclip(Objective):
     """
 
     name = "geoclip"
+    distributed = True
 
     def prepare(self, config: TrainConfig, samples: pd.DataFrame) -> TrainConfig:
         # The backbone's image trunk stays frozen, as GeoCLIP freezes CLIP.
@@ -220,14 +222,18 @@ class Geoclip(Objective):
         self.start(run)
 
         def batch_loss(idx: np.ndarray, _images: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-            index = torch.as_tensor(idx)
+            # Under torchrun this process embeds its share of the batch's images (and captions)
+            # and gathers the others'; the GPS noise, the queue and the location encoder's pass
+            # over them are the same on every process (same seed, same pushes), so the loss is
+            # the whole batch's, as in one process. Alone, the share is the batch.
+            index, mine = torch.as_tensor(idx), torch.as_tensor(local_share(idx))
             positives = add_gps_noise(latlon[index], config.gps_noise_m, noise)
             queued, queued_index = queue.contents()
             with autocast(device):
-                img = model.image_head(features[index].to(device))
+                img = gather_rows(model.image_head(features[mine].to(device)), len(idx))
                 text = fresh = None
                 if tokens is not None:
-                    fresh = model.encode_text(tokens[index].to(device))
+                    fresh = gather_rows(model.encode_text(tokens[mine].to(device)), len(idx))
                     text = fresh
                     if queue.texts() is not None:
                         text = torch.cat((fresh, queue.texts().to(device, fresh.dtype)))
