@@ -2,12 +2,14 @@
 
 ``exact`` scores every gallery entry (:func:`swclip_core.retrieval.top_k`, or
 :func:`~swclip_core.retrieval.streamed_top_k` over embeddings stored on disk). ``ivf`` is faiss's
-inverted-file index (k-means cells, only the ``nprobe`` cells nearest a query are scanned), ``hnsw``
-its hierarchical navigable small-world graph (Malkov & Yashunin 2018); both keep the vectors as
-8-bit scalar-quantized codes (a quarter of float32), so a 10^7-entry gallery of dimension 256
-needs 2.6 GB of codes, not 10 GB. Each finds ``CANDIDATES_PER_RESULT`` × K candidates, which are
-then re-scored exactly from the stored embeddings: the scores a prediction is weighted by are
-the true cosine similarities, and quantization only decides which entries are looked at.
+inverted-file index (k-means cells, only the ``nprobe`` cells nearest a query are scanned); it
+keeps the vectors as 8-bit scalar-quantized codes (a quarter of float32), so a 10^7-entry gallery
+of dimension 256 needs 2.6 GB of codes, not 10 GB. ``hnsw`` is faiss's hierarchical navigable
+small-world graph (Malkov & Yashunin 2018) over float16 codes (half of float32): a graph walk
+compares neighbours one by one, and 8-bit codes blur places metres apart (:data:`CODES`). Each
+finds ``CANDIDATES_PER_RESULT`` × K candidates, which are then re-scored exactly from the stored
+embeddings: the scores a prediction is weighted by are the true cosine similarities, and
+quantization only decides which entries are looked at.
 
 ``auto`` is exact up to :data:`EXACT_MAX_ENTRIES` entries and ivf above (see its comment).
 An index is built once per (model, gallery) and saved next to that gallery's cached embeddings.
@@ -30,10 +32,14 @@ CANDIDATES_PER_RESULT = 4
 ADD_BLOCK = 65_536
 # hnsw: efConstruction 80 left the graph of near-duplicate captions (points every few metres of
 # one street) poorly connected: 0.89-0.92 top-5 overlap with exact on the 10^5 test gallery even
-# at efSearch 512; 200 gave 0.96-0.97.
+# at efSearch 512; 200 gave 0.96-0.97. At 10^6 entries (benchmarks/scale.py's gallery) 8-bit
+# codes reached only 0.87 at efSearch 512 and 0.90 at 1024; float16 codes 0.94 and 0.96.
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 512
+HNSW_EF_SEARCH = 1024
+#: How each index kind stores the vectors (a faiss scalar quantizer); part of the cached file's
+#: name, so an index stored another way is rebuilt rather than read.
+CODES = {"ivf": "SQ8", "hnsw": "SQfp16"}
 # Cells of an ivf index: 4·√G, the usual rule (faiss wiki, "Guidelines to choose an index"),
 # and at least 39 training vectors per cell; a query scans 1/16 of them.
 IVF_CELLS_PER_SQRT = 4
@@ -53,7 +59,7 @@ def resolve_kind(kind: str, size: int) -> str:
 def index_file(embeddings_file: Path, kind: str) -> Path:
     """Where the ``kind`` index of the gallery whose embeddings are ``embeddings_file`` is kept:
     beside them, under their name (which already names the model and the captions)."""
-    return embeddings_file.with_name(f"{embeddings_file.stem}.{kind}.faiss")
+    return embeddings_file.with_name(f"{embeddings_file.stem}.{kind}-{CODES[kind].lower()}.faiss")
 
 
 class GalleryIndex:
@@ -95,10 +101,11 @@ def build_index(embeddings: np.ndarray, kind: str, *, seed: int = 0):
     size, dim = embeddings.shape
     if kind == "ivf":
         cells = max(1, min(round(IVF_CELLS_PER_SQRT * math.sqrt(size)), size // 39))
-        index = faiss.index_factory(dim, f"IVF{cells},SQ8", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, f"IVF{cells},{CODES[kind]}", faiss.METRIC_INNER_PRODUCT)
         train_size = min(size, IVF_TRAIN_PER_CELL * cells)
     elif kind == "hnsw":
-        index = faiss.index_factory(dim, f"HNSW{HNSW_NEIGHBOURS},SQ8", faiss.METRIC_INNER_PRODUCT)
+        factory = f"HNSW{HNSW_NEIGHBOURS},{CODES[kind]}"
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         train_size = min(size, 65_536)  # the quantizer learns each dimension's range only
     else:
