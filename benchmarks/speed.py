@@ -248,6 +248,29 @@ def retrieval(
     return rows
 
 
+def vit_flops(config) -> float:
+    """Floating-point operations of one ViT image forward (2 per multiply-add) from its
+    configuration: the patch embedding, and per layer the q/k/v and output projections, the
+    attention's two token-by-token products and the MLP (norms and softmax are negligible)."""
+    width, hidden = config.hidden_size, config.intermediate_size
+    patches = (config.image_size // config.patch_size) ** 2
+    tokens = patches + 1  # and the class token
+    embedding = patches * 3 * config.patch_size**2 * width
+    layer = 4 * tokens * width**2 + 2 * tokens**2 * width + 2 * tokens * width * hidden
+    return 2.0 * (embedding + config.num_hidden_layers * layer)
+
+
+def matmul_gflops(rows: int, width: int, hidden: int, rounds: int = 5) -> dict[str, float]:
+    """This CPU's matmul rate (GFLOP/s, median of rounds) at a ViT MLP's shape, (rows, width) @
+    (width, hidden), per precision: the ceiling of any ViT forward's speed here."""
+    rates = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, hidden, dtype=dtype)
+        seconds = median_time(lambda a=a, b=b: a @ b, rounds)
+        rates[precision] = 2.0 * rows * width * hidden / seconds / 1e9
+    return rates
+
+
 def geoclip_localization(image_paths: list[str], rounds: int = 2, batch_size: int = 8) -> dict:
     """Per-image localization on GeoCLIP's own 100K gallery, in the setting of an analyst who
     localizes a layer of photos: the official ``predict`` (one image per call, which encodes the
@@ -308,6 +331,17 @@ def geoclip_localization(image_paths: list[str], rounds: int = 2, batch_size: in
         "official_predict_s": official_s,
         "gallery_encoding_once_s": encode_once_s,
     }
+    # The bound: no pipeline with these encoders beats the ViT forward at the CPU's matmul rate.
+    vision = official.image_encoder.CLIP.config.vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+    rates = matmul_gflops(batch_size * tokens, vision.hidden_size, vision.intermediate_size)
+    flops = vit_flops(vision)
+    result.update(
+        vit_gflop_per_image=flops / 1e9,
+        matmul_gflops=rates,
+        bound_s_per_image=flops / 1e9 / max(rates.values()),
+        bound_speedup=official_s / (flops / 1e9 / max(rates.values())),
+    )
     for i, name in enumerate(("same_encoders", "swclip_lite")):
         for j, precision in enumerate(PRECISIONS):
             seconds = per_image[i * len(PRECISIONS) + j]

@@ -186,6 +186,20 @@ def geoclip_lines(result: dict) -> list[str]:
             ),
         ],
     )
+    if "bound_speedup" in g:
+        rates = g["matmul_gflops"]
+        lines += [
+            "",
+            f"**The ceiling on this CPU.** ViT-L/14's forward is {g['vit_gflop_per_image']:.0f} "
+            "GFLOP an image (patch embedding, attention and MLP of its 24 layers). This CPU's "
+            f"matmul rate at the shape of its MLP is {rates['fp32']:.0f} GFLOP/s in float32 and "
+            f"{rates['bf16']:.0f} in bfloat16 (median of 5), so the forward alone takes at least "
+            f"{g['bound_s_per_image']:.3f} s an image and no pipeline with these encoders can "
+            f"run more than {g['bound_speedup']:.0f}x faster than the official predict here; "
+            f"ours reaches {g[f'same_encoders_{auto}_speedup'] / g['bound_speedup']:.0%} of that "
+            "bound. The 100x target needs a faster matrix unit than this one (a GPU, or a "
+            "CPU with AMX), which this machine does not have.",
+        ]
     lines += [
         "",
         "GeoCLIP's CLIP ViT-L/14 weights live on a model hub that this machine cannot reach: "
