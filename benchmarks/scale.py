@@ -363,8 +363,7 @@ def report(work: Path, out: Path) -> Path:
         "",
         __doc__.split("\n\n")[2].replace("\n", " "),
         "Exact search streams the memory map in blocks (`retrieval.streamed_top_k`); ivf and "
-        "hnsw are `gallery_index` (ivf: 8-bit codes, hnsw: float16 codes; top-K re-scored "
-        "exactly). Recall@5 is the share "
+        "hnsw are `gallery_index` (float16 codes, top-K re-scored exactly). Recall@5 is the share "
         "of the exact top-5 found; memory is the resident memory added while building.",
         "",
         "| entries | search | ms/query | recall@5 | build (s) | memory (MB) |",

@@ -2,14 +2,12 @@
 
 ``exact`` scores every gallery entry (:func:`swclip_core.retrieval.top_k`, or
 :func:`~swclip_core.retrieval.streamed_top_k` over embeddings stored on disk). ``ivf`` is faiss's
-inverted-file index (k-means cells, only the ``nprobe`` cells nearest a query are scanned); it
-keeps the vectors as 8-bit scalar-quantized codes (a quarter of float32), so a 10^7-entry gallery
-of dimension 256 needs 2.6 GB of codes, not 10 GB. ``hnsw`` is faiss's hierarchical navigable
-small-world graph (Malkov & Yashunin 2018) over float16 codes (half of float32): a graph walk
-compares neighbours one by one, and 8-bit codes blur places metres apart (:data:`CODES`). Each
-finds ``CANDIDATES_PER_RESULT`` × K candidates, which are then re-scored exactly from the stored
-embeddings: the scores a prediction is weighted by are the true cosine similarities, and
-quantization only decides which entries are looked at.
+inverted-file index (k-means cells, only the ``nprobe`` cells nearest a query are scanned),
+``hnsw`` its hierarchical navigable small-world graph (Malkov & Yashunin 2018). Both keep the
+vectors as float16 codes (:data:`CODES`), so a 10^7-entry gallery of dimension 256 needs 5.1 GB
+of codes, not 10 GB. Each finds ``CANDIDATES_PER_RESULT`` × K candidates, which are then
+re-scored exactly from the stored embeddings: the scores a prediction is weighted by are the true
+cosine similarities, and quantization only decides which entries are looked at.
 
 ``auto`` is exact up to :data:`EXACT_MAX_ENTRIES` entries and ivf above (see its comment).
 An index is built once per (model, gallery) and saved next to that gallery's cached embeddings.
@@ -32,14 +30,17 @@ CANDIDATES_PER_RESULT = 4
 ADD_BLOCK = 65_536
 # hnsw: efConstruction 80 left the graph of near-duplicate captions (points every few metres of
 # one street) poorly connected: 0.89-0.92 top-5 overlap with exact on the 10^5 test gallery even
-# at efSearch 512; 200 gave 0.96-0.97. At 10^6 entries (benchmarks/scale.py's gallery) 8-bit
-# codes reached only 0.87 at efSearch 512 and 0.90 at 1024; float16 codes 0.94 and 0.96.
+# at efSearch 512; 200 gave 0.96-0.97. At 10^6 entries (benchmarks/scale.py's gallery) float16
+# codes reached 0.94 at efSearch 512 and 0.96 at 1024.
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 1024
 #: How each index kind stores the vectors (a faiss scalar quantizer); part of the cached file's
-#: name, so an index stored another way is rebuilt rather than read.
-CODES = {"ivf": "SQ8", "hnsw": "SQfp16"}
+#: name, so an index stored another way is rebuilt rather than read. Not 8-bit codes: they blur
+#: places metres apart, whose similarities differ in the fourth decimal. On benchmarks/scale.py's
+#: 10^6-entry gallery 8-bit codes kept 0.968 (ivf) and 0.87-0.90 (hnsw) of the exact top-5 with
+#: 4 candidates per result re-scored (ivf needed 64 for 1.0), float16 codes 1.0 and 0.96.
+CODES = {"ivf": "SQfp16", "hnsw": "SQfp16"}
 # Cells of an ivf index: 4·√G, the usual rule (faiss wiki, "Guidelines to choose an index"),
 # and at least 39 training vectors per cell; a query scans 1/16 of them.
 IVF_CELLS_PER_SQRT = 4

@@ -132,7 +132,7 @@ def test_gallery_streams_to_disk_and_its_index_is_built_once(tmp_path, monkeypat
     )
     assert LocationEncoder.calls == 3  # three chunks, written one after the other
     (stored,) = tmp_path.glob("gallery-*.npy")
-    (index_file,) = tmp_path.glob("gallery-*.ivf-sq8.faiss")
+    (index_file,) = tmp_path.glob("gallery-*.ivf-sqfp16.faiss")
     assert index_file.stem.startswith(stored.stem)
     assert isinstance(gallery.embeddings, np.memmap)
     in_memory = LocationEncoder().embed_locations(table, cpu)
