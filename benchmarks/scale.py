@@ -1,7 +1,7 @@
 """`make bench` "Scale": training on 1 and 2 processes, localize memory, and gallery search with
 faiss indexes against exact search, at large sizes.
 
-Resumable: every figure is kept in ``<work>/scale.json`` as soon as it is measured, and a rerun
+Resumable: every figure is kept in ``<work>/scale-*.json`` as soon as it is measured, and a rerun
 measures only what is missing (``python -m benchmarks.scale --work DIR --sizes ...``).
 
 Galleries are real caption embeddings combined (tests/test_gallery_index.py does the same at
@@ -85,6 +85,7 @@ def index_row(gallery: np.ndarray, queries: torch.Tensor, kind: str, exact_rows)
         "build_extra_rss_mb": memory.extra / 2**20,
         "ms_per_query": 1000 * search_s / len(queries),
         "recall_at_5": float(recall),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -154,6 +155,7 @@ def localize_rss(work: Path, size: int) -> dict:
         "points": size,
         "peak_rss_mb": int(result.stdout.strip().splitlines()[-1]) / 1024,
         "seconds": seconds,
+        "threads": torch.get_num_threads(),  # the child inherits OMP_NUM_THREADS
     }
 
 
@@ -241,7 +243,7 @@ def measure_localize(work: Path, sizes: list[int]) -> dict:
 
 
 def measure(work: Path, sizes: list[int], kinds: list[str]) -> dict:
-    results_path = work / "scale.json"
+    results_path = work / "scale-index.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if not sizes:
         return results
@@ -260,6 +262,7 @@ def measure(work: Path, sizes: list[int], kinds: list[str]) -> dict:
             row["exact"] = {
                 "ms_per_query": 1000 * exact_s / len(queries),
                 "extra_rss_mb": memory.extra / 2**20,
+                "threads": torch.get_num_threads(),
             }
         exact_rows = torch.from_numpy(np.load(exact_file))
         for kind in kinds:
@@ -276,7 +279,9 @@ def report(work: Path, out: Path) -> Path:
     """``out/scale.md`` and ``out/scale.json`` from what has been measured in ``work``."""
     from .run import machine
 
-    index = json.loads((work / "scale.json").read_text()) if (work / "scale.json").exists() else {}
+    # the work folder's files are scale-*.json: `--out` may be the work folder itself
+    stored = work / "scale-index.json"
+    index = json.loads(stored.read_text()) if stored.exists() else {}
     local = work / "scale-localize.json"
     localize = json.loads(local.read_text()) if local.exists() else {}
     trained = work / "scale-training.json"
@@ -344,16 +349,24 @@ def report(work: Path, out: Path) -> Path:
         "on the bundled photos, its 41 training places as the gallery; peak resident memory of "
         "the whole process (ru_maxrss), read in chunks of 20,000 records.",
         "",
-        "| points | peak RSS (MB) | vs 10^4 | time (s) |",
-        "|---:|---:|---:|---:|",
+        "| points | peak RSS (MB) | vs 10^4 | time (s) | threads |",
+        "|---:|---:|---:|---:|---:|",
     ]
     reference = localize.get(str(10**4), {}).get("peak_rss_mb")
     for key in sorted(localize, key=int):
         row = localize[key]
         ratio = f"{row['peak_rss_mb'] / reference:.2f}" if reference else "n/a"
         lines.append(
-            f"| {int(key):,} | {row['peak_rss_mb']:,.0f} | {ratio} | {row['seconds']:,.0f} |"
+            f"| {int(key):,} | {row['peak_rss_mb']:,.0f} | {ratio} | {row['seconds']:,.0f} "
+            f"| {row.get('threads', '?')} |"
         )
+    above = [row["peak_rss_mb"] for key, row in localize.items() if int(key) >= 10**4]
+    if reference and len(above) > 1:
+        lines += [
+            "",
+            f"From 10^4 points on, the peak is at most {max(above) / reference:.2f}x the 10^4 "
+            "peak (target: within 1.5x).",
+        ]
     missing = [f"{n:,}" for n in (10**3, 10**4, 10**5, 10**6) if str(n) not in localize]
     if missing:
         lines += ["", f"Not measured in this run: {', '.join(missing)} points."]
@@ -366,8 +379,9 @@ def report(work: Path, out: Path) -> Path:
         "hnsw are `gallery_index` (float16 codes, top-K re-scored exactly). Recall@5 is the share "
         "of the exact top-5 found; memory is the resident memory added while building.",
         "",
-        "| entries | search | ms/query | recall@5 | build (s) | memory (MB) |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| entries | search | ms/query | recall@5 (target >= 0.95) | build (s) | memory (MB) "
+        "| threads |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for key in sorted(index, key=int):
         row = index[key]
@@ -375,21 +389,28 @@ def report(work: Path, out: Path) -> Path:
         if exact:
             lines.append(
                 f"| {int(key):,} | exact | {exact['ms_per_query']:.1f} | 1 | - | "
-                f"{exact['extra_rss_mb']:,.0f} |"
+                f"{exact['extra_rss_mb']:,.0f} | {exact.get('threads', '?')} |"
             )
         for kind in ("ivf", "hnsw"):
             if kind in row:
                 r = row[kind]
                 lines.append(
                     f"| {int(key):,} | {kind} | {r['ms_per_query']:.1f} | {r['recall_at_5']:.3f} "
-                    f"| {r['build_s']:,.0f} | {r['build_extra_rss_mb']:,.0f} |"
+                    f"| {r['build_s']:,.0f} | {r['build_extra_rss_mb']:,.0f} "
+                    f"| {r.get('threads', '?')} |"
                 )
-    not_measured = [
-        f"{kind} at {n:,}"
-        for n in (10**6, 10**7)
-        for kind in ("exact", "ivf", "hnsw")
-        if kind not in index.get(str(n), {})
-    ]
+    not_measured = []
+    for n in (10**6, 10**7):
+        for kind in ("exact", "ivf", "hnsw"):
+            if kind not in index.get(str(n), {}):
+                smaller = index.get(str(n // 10), {}).get(kind, {})
+                basis = (
+                    f" (its build took {smaller['build_s']:,.0f} s at {n // 10:,} entries; at "
+                    f"{n:,}, ten times that or more)"
+                    if "build_s" in smaller
+                    else ""
+                )
+                not_measured.append(f"{kind} at {n:,}{basis}")
     if not_measured:
         lines += ["", f"Not measured in this run: {', '.join(not_measured)}."]
     path = out / "scale.md"
