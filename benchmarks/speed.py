@@ -99,11 +99,22 @@ def in_precision(precision: str, fn):
 def feature_extraction(paths: list[str], rounds: int = 3, batch_size: int = 32) -> dict:
     """Per precision: the pipeline's rate (decode + trunk, default workers, no cache) against the
     trunk's bare forward rate on as many random images in the same batches, the two alternating
-    in rounds; the ratio is taken within each round (median and range over rounds)."""
+    in rounds; the ratio is taken within each round (median and range over rounds).
+
+    Decoding alone (one thread, as the pipeline decodes) is timed in the same rounds: while the
+    forward pass keeps every core busy, decoding's CPU time comes on top of it whatever overlaps,
+    so the ratio cannot exceed bare / (bare + decode / cores), the ``ceiling`` reported."""
+    from swclip_core.data.tensors import ImageDataset, split_preprocess
+
     device = resolve_device("auto")
     backbone = create_backbone("swclip-lite", device=device).eval()
     pixels = torch.randn(batch_size, 3, 224, 224, device=device)
     sizes = [min(batch_size, len(paths) - i) for i in range(0, len(paths), batch_size)]
+    decoded = ImageDataset(list(paths), split_preprocess(backbone.preprocess).on_cpu)
+
+    def decode():
+        for i in range(len(decoded)):
+            decoded[i]
 
     def pipeline():
         extract_image_features(
@@ -115,19 +126,24 @@ def feature_extraction(paths: list[str], rounds: int = 3, batch_size: int = 32) 
             with autocast(device):
                 backbone.image_features(pixels[:size])
 
-    fns = [in_precision(p, fn) for p in PRECISIONS for fn in (pipeline, bare)]
+    fns = [in_precision(p, fn) for p in PRECISIONS for fn in (pipeline, bare)] + [decode]
     times = round_times(fns, rounds)
+    decoding, cores = times[-1], torch.get_num_threads()
     rows = {}
     for i, precision in enumerate(PRECISIONS):
         piped, bared = times[2 * i], times[2 * i + 1]
         ratios = [b / p for p, b in zip(piped, bared, strict=True)]
+        ceilings = [b / (b + d / cores) for b, d in zip(bared, decoding, strict=True)]
         rows[precision] = {
             "images": len(paths),
             "pipeline_images_per_s": len(paths) / statistics.median(piped),
             "bare_forward_images_per_s": len(paths) / statistics.median(bared),
+            "decode_images_per_s": len(paths) / statistics.median(decoding),
             "ratio": statistics.median(ratios),
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
+            "ceiling": statistics.median(ceilings),
+            "cores": cores,
             "rounds": rounds,
             "decode_workers": decode_workers(device),
         }
