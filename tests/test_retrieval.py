@@ -38,8 +38,27 @@ def test_top_k_blocks_fit_the_memory_budget(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "topk", recording_topk)
     monkeypatch.setattr(retrieval, "MAX_BLOCK_BYTES", 10 * 101 * 4)  # 10 rows of 101 float32
     gen = torch.Generator().manual_seed(1)
-    top_k(torch.randn(37, 8, generator=gen), torch.randn(101, 8, generator=gen), 3)
-    assert block_shapes == [(10, 101)] * 3 + [(7, 101)]
+    queries, gallery = torch.randn(37, 8, generator=gen), torch.randn(101, 8, generator=gen)
+    _, index = top_k(queries, gallery, 3)
+    # the 37 queries read the gallery once, 27 entries at a time (37 x 27 scores fit, 37 x 28 not)
+    blocks = [shape for shape in block_shapes if shape[1] > 2 * 3]
+    assert blocks == [(37, 27)] * 3 + [(37, 20)]
+    assert all(rows * columns * 4 <= retrieval.MAX_BLOCK_BYTES for rows, columns in block_shapes)
+    full = queries @ gallery.T
+    assert torch.equal(index, torch.argsort(full, dim=1, descending=True)[:, :3])
+
+
+def test_many_queries_read_the_gallery_once_per_group(monkeypatch):
+    """A layer of photos larger than QUERY_GROUP: groups of queries, each streaming the gallery
+    (given as a memory-mapped array, as a cached gallery is)."""
+    monkeypatch.setattr(retrieval, "QUERY_GROUP", 16)
+    monkeypatch.setattr(retrieval, "MAX_BLOCK_BYTES", 16 * 30 * 4)
+    gen = torch.Generator().manual_seed(2)
+    queries, gallery = torch.randn(40, 8, generator=gen), torch.randn(101, 8, generator=gen)
+    scores, index = top_k(queries, gallery.numpy(), 4)
+    full = queries @ gallery.T
+    assert torch.equal(index, torch.argsort(full, dim=1, descending=True)[:, :4])
+    assert torch.allclose(scores, torch.gather(full, 1, index))
 
 
 def test_top_k_never_asks_for_more_than_the_gallery():
