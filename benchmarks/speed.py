@@ -96,7 +96,7 @@ def in_precision(precision: str, fn):
     return run
 
 
-def feature_extraction(paths: list[str], rounds: int = 3, batch_size: int = 32) -> dict:
+def feature_extraction(paths: list[str], rounds: int = 5, batch_size: int = 32) -> dict:
     """Per precision: the pipeline's rate (decode + trunk, default workers, no cache) against the
     trunk's bare forward rate on as many random images in the same batches, the two alternating
     in rounds; the ratio is taken within each round (median and range over rounds).
