@@ -377,7 +377,9 @@ def report(work: Path, out: Path) -> Path:
         __doc__.split("\n\n")[2].replace("\n", " "),
         "Exact search streams the memory map in blocks (`retrieval.streamed_top_k`); ivf and "
         "hnsw are `gallery_index` (float16 codes, top-K re-scored exactly). Recall@5 is the share "
-        "of the exact top-5 found; memory is the resident memory added while building.",
+        "of the exact top-5 found; memory is the resident memory added while building, which "
+        "counts the gallery's memory-mapped pages read meanwhile (up to its 5 GB at 10^7 "
+        "entries; the kernel can drop them).",
         "",
         "| entries | search | ms/query | recall@5 (target >= 0.95) | build (s) | memory (MB) "
         "| threads |",
