@@ -301,9 +301,9 @@ def extract_feature_shares(
     backbones = [] if config.mode == "finetune" else [backbone]
     if knn is not None:  # image-kNN, as the model or fused
         backbones.append(knn.backbone)
-    for key in dict.fromkeys(b.cache_key for b in backbones):
-        first = next(b for b in backbones if b.cache_key == key)
-        extract_shares(first, paths, device=device, cache_dir=cache_dir)
+    # one extraction per cache key: backbones with the same key compute the same features
+    for distinct in {b.cache_key: b for b in backbones}.values():
+        extract_shares(distinct, paths, device=device, cache_dir=cache_dir)
 
 
 def location_scores(
