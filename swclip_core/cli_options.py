@@ -73,7 +73,9 @@ def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = Tr
             help="precision of the forward passes (losses stay float32): auto = float16 "
             "autocast on a GPU (bfloat16 where it has it), bfloat16 on CPUs with native "
             "bfloat16 (AMX, AVX512-BF16), float32 elsewhere; default: auto on a GPU, fp32 on "
-            "a CPU. The precision used is recorded in config.json / the --json report",
+            "a CPU. Under auto a gallery is embedded in float32 (neighbouring places' captions "
+            "differ by less than 16-bit rounding). The precision used is recorded in "
+            "config.json / the --json report",
         )
     parser.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/swclip)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
