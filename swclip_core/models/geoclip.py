@@ -178,6 +178,8 @@ class GeoclipModel(nn.Module):
     :meth:`embed_locations`, which replaces caption embedding when a gallery is built.
     """
 
+    reads_captions = False  # whether encode_locations also takes the places' caption embeddings
+
     def __init__(self, backbone: nn.Module, *, official_weights: bool = True) -> None:
         super().__init__()
         self.backbone = backbone.requires_grad_(False)

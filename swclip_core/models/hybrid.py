@@ -34,6 +34,8 @@ class HybridModel(GeoclipModel):
     :meth:`encode_locations` taking the captions' text embeddings with the coordinates.
     """
 
+    reads_captions = True
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -57,6 +59,20 @@ class HybridModel(GeoclipModel):
         else:
             self.fuse = nn.Linear(LOCATION_DIM + text_dim, LOCATION_DIM)
         self.to(backbone.logit_scale.device)
+
+    def caption_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The caption side's trained parameters: the new ones (the combination layer and the
+        text tower's new head) and the pretrained ones (the text tower's top layers)."""
+        backbone = self.backbone
+        new_ids = {id(p) for p in backbone.head_parameters()}
+        trained = [p for p in backbone.parameters() if p.requires_grad]
+        combination = [
+            p for name, p in self.named_parameters() if name.startswith(("text_proj", "fuse"))
+        ]
+        return (
+            combination + [p for p in trained if id(p) in new_ids],
+            [p for p in trained if id(p) not in new_ids],
+        )
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """The captions' text embeddings ``(B, text_dim)`` (the backbone's text tower)."""

@@ -34,7 +34,6 @@ from ..loop import FEATURE_SHARE, Trainable, TrainResult, run_epochs
 from ..losses import MAX_LOGIT_SCALE
 from ..models import create_backbone
 from ..models.geoclip import GeoclipModel
-from ..models.hybrid import HybridModel
 from ..runs import Run, read_checkpoint
 from .base import Objective
 
@@ -130,16 +129,11 @@ def geoclip_optimizer(model: GeoclipModel, config: TrainConfig) -> torch.optim.O
         # A temperature is no weight to shrink towards zero.
         {"params": [model.logit_scale], "lr": config.head_lr, "weight_decay": 0.0},
     ]
-    if isinstance(model, HybridModel):
-        backbone = model.backbone
-        new = {id(p) for p in backbone.head_parameters()}
-        trained = [p for p in backbone.parameters() if p.requires_grad]
-        fusion = [
-            p for name, p in model.named_parameters() if name.startswith(("text_proj", "fuse"))
-        ]
+    if model.reads_captions:
+        new, pretrained = model.caption_parameters()
         groups += [
-            {"params": fusion + [p for p in trained if id(p) in new], "lr": config.head_lr},
-            {"params": [p for p in trained if id(p) not in new], "lr": config.lr},
+            {"params": new, "lr": config.head_lr},
+            {"params": pretrained, "lr": config.lr},
         ]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
 
@@ -213,8 +207,7 @@ class Geoclip(Objective):
         model = self.build_model(config, device)
         features = run.image_features(model, progress_span(run.progress, 0.0, FEATURE_SHARE))
         latlon = torch.as_tensor(samples[["lat", "lon"]].to_numpy(dtype=float), dtype=torch.float32)
-        reads_captions = isinstance(model, HybridModel)
-        tokens = model.backbone.tokenize(run.captions) if reads_captions else None
+        tokens = model.backbone.tokenize(run.captions) if model.reads_captions else None
         # A queue longer than the training set only repeats its locations as negatives: same
         # softmax support, more compute.
         queue = GpsQueue(min(config.gps_queue_size, len(samples)))
