@@ -1,14 +1,19 @@
-"""The image-kNN share of a fused prediction, chosen on a validation split of the training data
+"""The image-kNN share of a fused prediction, chosen by cross-validation on the training data
 (docs/method.md, "Fusion").
 
 When a user fuses a model with an image-kNN run and gives no ``--knn-weight``, the weight is
-chosen the way a held-out set would choose it: the model's training samples are split (80 % /
-20 %, the run's seed), the model's objective is trained again on the 80 % and an image-kNN gallery
-is built from them with the kNN run's settings, and the 20 % are localized against the 80 %'s
-locations with each weight of :data:`WEIGHT_GRID`; the weight with the lowest median error wins.
-This costs one more training of the model (in a temporary folder) the first time; the result is
-kept in the cache folder, keyed by both models and the prediction settings, and never written
-into a model folder.
+chosen the way held-out data would choose it. The model's training samples are cut at random
+(the run's seed) into :data:`FOLDS` parts. Each part in turn is held out: the model's objective
+is trained again on the other parts, an image-kNN gallery is built from them with the kNN run's
+settings, and the held-out photos are localized against the other parts' locations with each
+weight of :data:`WEIGHT_GRID`. Parts are held out until :data:`MIN_HELD_OUT` photos have been (or
+all of them), so a small training set still chooses on every one of its photos, and a large one
+trains once more, as an 80/20 split would. The weight with the lowest median error over all
+held-out photos wins.
+
+This costs one to :data:`FOLDS` more trainings of the model (in a temporary folder) the first
+time; the result is kept in the cache folder, keyed by both models and the prediction settings,
+and never written into a model folder.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from .io import write_json
 from .objectives.image_knn import KNN_TEMPERATURE
 
 WEIGHT_GRID = tuple(i / 10 for i in range(11))
-VALIDATION_FRACTION = 0.2
-MIN_VALIDATION = 5  # below this many validation photos a choice would be noise
+FOLDS = 5  # each part is a fifth of the training samples: every training run sees 80 % of them
+MIN_HELD_OUT = 100  # below this many validation photos a median error is too noisy to choose on
+MIN_VALIDATION = 5  # below this many in all, a choice would be noise
 
 
 def knn_weight_for(
@@ -60,33 +66,70 @@ def knn_weight_for(
         choice = choose_knn_weight(model, knn, cache_dir=cache_dir, **options)
         write_json(path, choice)
     print(
-        f"image-kNN weight {choice['knn_weight']:g}, chosen on a validation split of "
+        f"image-kNN weight {choice['knn_weight']:g}, chosen by cross-validation on "
         f"{model.run_dir}'s training data (--knn-weight sets it)",
         flush=True,
     )
     return float(choice["knn_weight"])
 
 
+def validation_folds(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (fit, held-out) index pairs of :func:`choose_knn_weight` for ``n`` training samples:
+    a seeded permutation cut into :data:`FOLDS` parts, held out in turn until
+    :data:`MIN_HELD_OUT` samples have been (sorted index arrays; the parts are disjoint)."""
+    order = np.random.default_rng(seed).permutation(n)
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
+    held_out = 0
+    for part in np.array_split(order, FOLDS):
+        if held_out >= MIN_HELD_OUT or not len(part):
+            break
+        folds.append((np.sort(np.setdiff1d(order, part)), np.sort(part)))
+        held_out += len(part)
+    return folds
+
+
 def choose_knn_weight(model: Any, knn: Any, *, cache_dir: Path, **options: Any) -> dict:
-    """The weight of :data:`WEIGHT_GRID` with the lowest validation median error, and the
-    figures it was chosen from (see the module docstring)."""
-    from . import api
-    from .data.splits import random_split
+    """The weight of :data:`WEIGHT_GRID` with the lowest median error over the held-out photos
+    of :func:`validation_folds`, and the figures it was chosen from (see the module
+    docstring)."""
     from .runs import training_gallery
 
     samples = training_gallery(model.run_dir)
-    train_idx, valid_idx = random_split(
-        len(samples), test_fraction=VALIDATION_FRACTION, seed=model.config.seed
-    )
-    if len(valid_idx) < MIN_VALIDATION:
-        return {"knn_weight": 0.5, "reason": f"only {len(valid_idx)} validation photos"}
-    fit, valid = samples.iloc[train_idx], samples.iloc[valid_idx].reset_index(drop=True)
+    folds = validation_folds(len(samples), model.config.seed)
+    held_out = sum(len(valid) for _, valid in folds)
+    if held_out < MIN_VALIDATION:
+        return {"knn_weight": 0.5, "reason": f"only {held_out} training photos to validate on"}
     print(
-        f"choosing the image-kNN weight on a validation split of {model.run_dir}'s training data "
-        f"({len(valid)} of {len(samples)} photos): training {model.config.objective} on the "
-        "others once (cached for later predictions)",
+        f"choosing the image-kNN weight on {held_out} of the {len(samples)} training photos of "
+        f"{model.run_dir}, held out in {len(folds)} part(s): training {model.config.objective} "
+        f"on the others {len(folds)} time(s) (cached for later predictions)",
         flush=True,
     )
+    errors = np.hstack(
+        [
+            _held_out_errors(model, knn, samples.iloc[fit], samples.iloc[valid], cache_dir, options)
+            for fit, valid in folds
+        ]
+    )
+    medians = np.median(errors, axis=1)
+    best = int(np.nanargmin(medians))
+    return {
+        "knn_weight": WEIGHT_GRID[best],
+        "grid": list(WEIGHT_GRID),
+        "validation_median_error_m": medians.tolist(),
+        "validation_photos": held_out,
+        "folds": len(folds),
+        "seed": model.config.seed,
+    }
+
+
+def _held_out_errors(model, knn, fit, valid, cache_dir: Path, options: dict) -> np.ndarray:
+    """``(len(WEIGHT_GRID), len(valid))`` errors (m) of the held-out photos ``valid``, localized
+    against ``fit``'s locations by ``model``'s objective and ``knn``'s settings trained on
+    ``fit``, fused with each weight of the grid."""
+    from . import api
+
+    valid = valid.reset_index(drop=True)
     with tempfile.TemporaryDirectory(prefix="swclip-knn-weight-") as scratch:
         scratch = Path(scratch)
         settings = dict(cache_dir=cache_dir)
@@ -94,8 +137,8 @@ def choose_knn_weight(model: Any, knn: Any, *, cache_dir: Path, **options: Any) 
         api.train(fit, replace(knn.config, input_digest=None), scratch / "knn", **settings)
         fitted = api.load_model(scratch / "model", model.device)
         fitted_knn = api.load_model(scratch / "knn", model.device)
-        errors = [
-            float(
+        return np.stack(
+            [
                 api.evaluate(
                     valid,
                     fitted,
@@ -104,18 +147,12 @@ def choose_knn_weight(model: Any, knn: Any, *, cache_dir: Path, **options: Any) 
                     knn_weight=weight,
                     cache_dir=cache_dir,
                     **options,
-                ).summary["median_error_m"]
-            )
-            for weight in WEIGHT_GRID
-        ]
-    best = int(np.nanargmin(errors))
-    return {
-        "knn_weight": WEIGHT_GRID[best],
-        "grid": list(WEIGHT_GRID),
-        "validation_median_error_m": errors,
-        "validation_photos": len(valid),
-        "seed": model.config.seed,
-    }
+                )
+                .predictions["error_m"]
+                .to_numpy(dtype=float)
+                for weight in WEIGHT_GRID
+            ]
+        )
 
 
 def _key(model: Any, knn: Any, options: dict) -> str:
@@ -125,7 +162,7 @@ def _key(model: Any, knn: Any, options: dict) -> str:
         "knn_samples": knn.config.input_digest,
         "options": {k: options[k] for k in sorted(options)},
         "grid": WEIGHT_GRID,
-        "fraction": VALIDATION_FRACTION,
+        "folds": (FOLDS, MIN_HELD_OUT),
     }
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]

@@ -282,14 +282,37 @@ def test_cli_fuses_a_caption_model_with_image_knn(knn_run, split, feature_cache,
     )
 
 
+@pytest.mark.parametrize(
+    ("n", "folds", "held_out"), [(33, 5, 33), (300, 2, 120), (480, 2, 192), (1000, 1, 200)]
+)
+def test_validation_folds_hold_out_parts_until_enough_photos(n, folds, held_out):
+    """Fifths of a seeded permutation are held out in turn until MIN_HELD_OUT photos have been:
+    each pair splits all n samples, and no photo is held out twice."""
+    from swclip_core.knn_weight import MIN_HELD_OUT, validation_folds
+
+    pairs = validation_folds(n, seed=3)
+    assert len(pairs) == folds
+    everyone = np.arange(n)
+    for fit, valid in pairs:
+        assert (
+            np.array_equal(np.union1d(fit, valid), everyone) and not np.intersect1d(fit, valid).size
+        )
+        assert abs(len(valid) - n / 5) < 1
+    held = np.concatenate([valid for _, valid in pairs])
+    assert len(held) == len(np.unique(held)) == held_out
+    assert held_out >= MIN_HELD_OUT or held_out == n
+    assert [v.tolist() for _, v in validation_folds(n, seed=3)] == [v.tolist() for _, v in pairs]
+
+
 def test_without_a_weight_fusion_chooses_it_on_a_validation_split(
     knn_run, split, feature_cache, tmp_path, monkeypatch, capsys
 ):
     """The choice trains the objective on 80 % of the model's training data, localizes the
-    other 20 % with every weight of the grid and keeps the best; it is cached, never written into
-    the model folders, and reproduced by an explicit --knn-weight."""
+    other 20 % with every weight of the grid, in turn for each fifth of a small training set,
+    and keeps the best; it is cached, never written into the model folders, and reproduced by an
+    explicit --knn-weight."""
     from swclip_core import api
-    from swclip_core.knn_weight import WEIGHT_GRID, choose_knn_weight, knn_weight_for
+    from swclip_core.knn_weight import FOLDS, WEIGHT_GRID, choose_knn_weight, knn_weight_for
     from swclip_core.runs import training_gallery
 
     folder, _, _ = split
@@ -321,13 +344,15 @@ def test_without_a_weight_fusion_chooses_it_on_a_validation_split(
     assert errors[WEIGHT_GRID.index(choice["knn_weight"])] == min(errors)
     # image-kNN alone and captions alone differ on these photos, so the grid is a real choice
     assert errors[0] != errors[-1]
-    assert choice["validation_photos"] == round(0.2 * len(training_gallery(caption_run)))
+    # fewer training photos than MIN_HELD_OUT: every one of them is held out once
+    assert choice["validation_photos"] == len(training_gallery(caption_run))
+    assert choice["folds"] == FOLDS
 
     weight = knn_weight_for(model, knn, cache_dir=cache)
     assert weight in WEIGHT_GRID
     monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("the choice was not cached"))
     assert knn_weight_for(model, knn, cache_dir=cache) == weight
-    assert "chosen on a validation split" in capsys.readouterr().out
+    assert "chosen by cross-validation" in capsys.readouterr().out
     after = {p.name for p in caption_run.iterdir()} | {p.name for p in knn_run.iterdir()}
     assert after == before  # nothing written into the model folders
 
