@@ -35,8 +35,8 @@ SPLITS = ("random", "spatial")
 # those with the hybrid encoder; the others ignore them.
 SWCLIP_ONLY = ("kernel", "lambda_nc", "lambda_fair", "nc_temperature")
 HYBRID_ONLY = ("hybrid_combine",)
-# "<objective>+knn": the objective fused with image-kNN, the share chosen on a validation split
-# of the training data (swclip_core.knn_weight), as `swclip predict --fuse` does by default.
+# "<objective>+knn": the objective fused with image-kNN, the share chosen by cross-validation on
+# the training data (swclip_core.knn_weight), as `swclip predict --fuse` does by default.
 WITH_KNN = "+knn"
 FIGURES = ("median_error_m", "mean_error_m", "r_at_1", "geo_align", "ssi", "city_align")
 
@@ -107,8 +107,8 @@ def trained_model(
 
 
 def fused_weight(objective: str, model: Model, knn: Model | None, cache: Path) -> float:
-    """The image-kNN share: "fused" keeps the fixed one, "<objective>+knn" is chosen on a
-    validation split as `swclip predict --fuse` does."""
+    """The image-kNN share: "fused" keeps the fixed one, "<objective>+knn" is chosen by
+    cross-validation as `swclip predict --fuse` does."""
     if knn is None or objective == FUSED:
         return KNN_WEIGHT
     return knn_weight_for(model, knn, cache_dir=cache)

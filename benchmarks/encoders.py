@@ -2,8 +2,8 @@
 spatial (sw) loss help every encoder? (docs/method.md, "Location encoders")
 
 Every encoder is trained with both losses on the same splits, seeds and epochs as Table 1; the
-fused rows mix an objective's retrieval with image-kNN, the share chosen on a validation split
-of the training data (what `swclip predict --fuse` does when no --knn-weight is given).
+fused rows mix an objective's retrieval with image-kNN, the share chosen by cross-validation on
+the training data (what `swclip predict --fuse` does when no --knn-weight is given).
 """
 
 from __future__ import annotations

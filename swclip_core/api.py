@@ -249,7 +249,7 @@ def evaluate(
     Geo-Align defined); ``open``: against ``gallery`` (see :func:`gallery_table`). ``fuse``, an
     image-kNN model, mixes its nearest training images into caption retrieval (open protocol)
     with the share ``knn_weight`` (default 0.5; :func:`swclip_core.knn_weight.knn_weight_for`
-    chooses it on a validation split of the training data, as the command line does);
+    chooses it by cross-validation on the training data, as the command line does);
     ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
     Returns per-photo ``predictions`` (a data frame) and ``summary`` figures.
     """

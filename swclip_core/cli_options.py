@@ -152,8 +152,9 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     fusion.add_argument(
         "--knn-weight",
         type=float,
-        help="w, the image-kNN share, 0..1 (default: chosen on a validation split of the "
-        "model's training data, which trains the model once more the first time; cached)",
+        help="w, the image-kNN share, 0..1 (default: chosen by cross-validation on the "
+        "model's training data, which trains the model one to five more times the first "
+        "time; cached)",
     )
     fusion.add_argument(
         "--knn-temperature",
