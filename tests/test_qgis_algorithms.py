@@ -245,6 +245,52 @@ def test_train_then_localize_matches_the_cli(provider, photo_layer, trained, tmp
 
 
 @pytest.mark.slow
+def test_localize_fuses_an_image_knn_model_as_the_cli_does(
+    provider, photo_layer, trained, tmp_path
+) -> None:
+    """The advanced Fuse parameters reach `swclip predict` as --fuse/--knn-weight: the plugin's
+    fused errors are the CLI's, and they differ from the unfused ones."""
+    import processing
+
+    from swclip_qgis.algorithms.train_model import OBJECTIVES
+
+    knn = tmp_path / "knn-model"
+    processing.run(
+        "swclip:trainmodel",
+        {"INPUT": layer_uri(photo_layer), "IMAGE_FIELD": "photo",
+         "OBJECTIVE": OBJECTIVES.index("image-knn"), "OUTPUT": str(knn)},
+    )  # fmt: skip
+    feedback = RecordingFeedback()
+    results = processing.run(
+        "swclip:localizelayer",
+        {"INPUT": layer_uri(photo_layer), "IMAGE_FIELD": "photo", "MODEL": str(trained),
+         "FUSE": str(knn), "KNN_WEIGHT": 0.4, "OUTPUT_POINTS": str(tmp_path / "points.gpkg"),
+         "OUTPUT_LINES": "TEMPORARY_OUTPUT"},
+        feedback=feedback,
+    )  # fmt: skip
+    [command] = feedback.commands
+    assert "--fuse" in command and "--knn-weight 0.4" in command
+    fused = features_by_image(QgsVectorLayer(results["OUTPUT_POINTS"], "points", "ogr"))
+    outputs = {}
+    for extra in ([], ["--fuse", str(knn), "--knn-weight", "0.4"]):
+        out = tmp_path / f"cli-{len(extra)}.gpkg"
+        subprocess.run(
+            [str(SWCLIP), "predict", str(photo_layer), "--image-column", "photo", "--model",
+             str(trained), "--out", str(out), *extra],
+            check=True, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        outputs[bool(extra)] = features_by_image(
+            QgsVectorLayer(f"{out}|layername=predicted_points", "c", "ogr")
+        )
+    assert set(outputs[True]) == set(fused)
+    for image, row in outputs[True].items():
+        assert fused[image]["error_m"] == pytest.approx(row["error_m"], abs=0.5), image
+    assert any(
+        abs(fused[image]["error_m"] - row["error_m"]) > 1.0 for image, row in outputs[False].items()
+    )
+
+
+@pytest.mark.slow
 def test_the_logged_command_reproduces_the_run_and_progress_only_rises(
     provider, photo_layer, trained, tmp_path
 ) -> None:

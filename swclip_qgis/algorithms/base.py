@@ -73,6 +73,8 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
     IMAGE_FIELD = "IMAGE_FIELD"
     MODEL = "MODEL"
     GALLERY = "GALLERY"
+    FUSE = "FUSE"
+    KNN_WEIGHT = "KNN_WEIGHT"
     TOP_K = "TOP_K"
     METHOD = "METHOD"
     MODE_RADIUS = "MODE_RADIUS"
@@ -267,6 +269,31 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
             advanced=True,
         )
 
+    def add_fusion(self) -> None:
+        """Mixing an image-kNN model into the caption retrieval (``--fuse``, ``--knn-weight``)."""
+        self.add_advanced(
+            QgsProcessingParameterFile(
+                self.FUSE,
+                self.tr(
+                    "Fuse with an image-kNN model folder (Train model, objective image-knn; "
+                    "gallery of training locations only)"
+                ),
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                self.KNN_WEIGHT,
+                self.tr("Image-kNN share of the fused prediction (not set: chosen by "
+                        "cross-validation on the model's training data, cached)"),
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )  # fmt: skip
+
     def add_runtime(self) -> None:
         self.add_advanced(
             QgsProcessingParameterEnum(
@@ -384,6 +411,15 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         args = ["--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
         precision = PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]
         return args if precision == "default" else [*args, "--precision", precision]
+
+    def fusion_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
+        knn_model = self.parameterAsFile(parameters, self.FUSE, context)
+        if not knn_model:
+            return []
+        args = ["--fuse", knn_model]
+        if parameters.get(self.KNN_WEIGHT) not in (None, ""):
+            args += ["--knn-weight", self.parameterAsDouble(parameters, self.KNN_WEIGHT, context)]
+        return args
 
     def gallery_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list:
         gallery = self.parameterAsFile(parameters, self.GALLERY, context)

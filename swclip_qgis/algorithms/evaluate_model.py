@@ -83,7 +83,8 @@ class EvaluateAlgorithm(SwclipAlgorithm):
         "25 m ... 2500 km.\n\n"
         "Protocol closed: the gallery is the evaluated photos' own location captions (R@1 and "
         "Geo-Align are defined). Protocol open: the gallery is the chosen file or the model's "
-        "training locations (errors only).\n\n"
+        "training locations (errors only); an image-kNN model can be fused in (advanced, "
+        "open protocol only, as in Localize layer).\n\n"
         "The report is HTML (.html) or JSON (.json), by the file's extension."
     )
 
@@ -100,6 +101,7 @@ class EvaluateAlgorithm(SwclipAlgorithm):
         )
         self.add_gallery()
         self.add_retrieval()
+        self.add_fusion()
         self.add_runtime()
         self.addParameter(
             QgsProcessingParameterFileDestination(
@@ -129,6 +131,7 @@ class EvaluateAlgorithm(SwclipAlgorithm):
                 "--json", figures_path,
                 *self.gallery_args(parameters, context),
                 *self.retrieval_args(parameters, context),
+                *self.fusion_args(parameters, context),
                 *self.runtime_args(parameters, context),
             ],
             feedback,

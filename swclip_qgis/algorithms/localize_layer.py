@@ -48,6 +48,11 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
         "candidates), Error lines (from each photo's position to its prediction) and, when "
         "asked for, Skipped records (features or photos that could not be used, with the "
         "reason).\n\n"
+        "Fuse (advanced) mixes in an image-kNN model trained on the same photos: each photo "
+        "also votes for the places of its most similar training photos, which helps when "
+        "the gallery is the training locations. Without an image-kNN share the share is "
+        "chosen by cross-validation on the model's training data (one to five more "
+        "trainings the first time, then cached).\n\n"
         "Optional region polygons and named streets fill each photo's region and street "
         "where the layer has none (as `swclip predict --regions/--streets`), so captions and "
         "fairness figures name places.\n\n"
@@ -67,6 +72,7 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
         self.add_gallery()
         self.add_joins()
         self.add_retrieval()
+        self.add_fusion()
         self.add_runtime()
         self.add_run_name()
         self.addParameter(
@@ -108,6 +114,7 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
                 *self.join_args(parameters, context, folder),
                 *self.gallery_args(parameters, context),
                 *self.retrieval_args(parameters, context),
+                *self.fusion_args(parameters, context),
                 *self.runtime_args(parameters, context),
             ],
             feedback,
