@@ -274,10 +274,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         self.add_advanced(
             QgsProcessingParameterFile(
                 self.FUSE,
-                self.tr(
-                    "Fuse with an image-kNN model folder (Train model, objective image-knn; "
-                    "gallery of training locations only)"
-                ),
+                self.tr("Fuse with an image-kNN model (folder; Train model, objective image-knn)"),
                 behavior=QgsProcessingParameterFile.Folder,
                 optional=True,
             )
@@ -285,8 +282,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
         self.add_advanced(
             QgsProcessingParameterNumber(
                 self.KNN_WEIGHT,
-                self.tr("Image-kNN share of the fused prediction (not set: chosen by "
-                        "cross-validation on the model's training data, cached)"),
+                self.tr("Image-kNN share, 0-1 (not set: chosen by cross-validation)"),
                 QgsProcessingParameterNumber.Double,
                 optional=True,
                 minValue=0.0,
