@@ -288,7 +288,7 @@ class SwclipAlgorithm(QgsProcessingAlgorithm):
                 minValue=0.0,
                 maxValue=1.0,
             )
-        )  # fmt: skip
+        )
 
     def add_runtime(self) -> None:
         self.add_advanced(

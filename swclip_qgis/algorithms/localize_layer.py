@@ -49,8 +49,9 @@ class LocalizeLayerAlgorithm(SwclipAlgorithm):
         "asked for, Skipped records (features or photos that could not be used, with the "
         "reason).\n\n"
         "Fuse (advanced) mixes in an image-kNN model trained on the same photos: each photo "
-        "also votes for the places of its most similar training photos, which helps when "
-        "the gallery is the training locations. Without an image-kNN share the share is "
+        "also votes for the places of its most similar training photos (the gallery must "
+        'then be the training locations; the README\'s "Choosing an objective" says where '
+        "it helped). Without an image-kNN share the share is "
         "chosen by cross-validation on the model's training data (one to five more "
         "trainings the first time, then cached).\n\n"
         "Optional region polygons and named streets fill each photo's region and street "
