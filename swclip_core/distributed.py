@@ -296,6 +296,9 @@ def all_objects(value: Any) -> list[Any]:
     return received
 
 
+PROCESS_FIELDS = ("world_size", "backend", "rank_devices")  # the keys of run_settings
+
+
 def run_settings(device: torch.device) -> dict[str, Any]:
     """What a run records about its processes: their number, backend and devices (config.json
     and metrics.jsonl)."""

@@ -194,7 +194,7 @@ def run_epochs(
         # noise have generators of their own), so the loss stays the same on every process.
         torch.manual_seed(config.seed + distributed.rank())
     trained = [p for p in objective.model.parameters() if p.requires_grad]
-    processes = {key: getattr(config, key) for key in ("world_size", "backend", "rank_devices")}
+    processes = {key: getattr(config, key) for key in distributed.PROCESS_FIELDS}
 
     loss_value, samples_per_s = float("nan"), 0.0
     main = distributed.is_main()

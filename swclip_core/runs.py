@@ -131,7 +131,7 @@ def start_run(
 # Settings a resumed run may change: how long it trains (only ever longer) and where and in
 # which arithmetic it runs, on how many processes (the global batch, batch_size, stays).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "device", "precision", "num_workers", "world_size", "backend", "rank_devices"}
+    {"epochs", "device", "precision", "num_workers", *distributed.PROCESS_FIELDS}
 )
 
 

@@ -42,6 +42,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def test_run_settings_names_the_process_fields_a_resume_may_change() -> None:
+    """What config.json records about the processes is what a resumed run may change."""
+    from swclip_core.runs import RESUMABLE_CHANGES
+
+    settings = distributed.run_settings(torch.device("cpu"))
+    assert tuple(settings) == distributed.PROCESS_FIELDS
+    assert settings["world_size"] == 1 and settings["rank_devices"] == "cpu"
+    assert set(distributed.PROCESS_FIELDS) <= RESUMABLE_CHANGES
+
+
 def test_shares_cover_the_rows_in_order() -> None:
     for count in (0, 1, 2, 7, 8):
         for parts in (1, 2, 3):
