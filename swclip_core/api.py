@@ -242,6 +242,7 @@ def evaluate(
     cache_dir: Path | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
+    figures: bool = True,
 ) -> Evaluation:
     """Localize ``samples`` and score them (docs/method.md, "Metrics" and "Protocols").
 
@@ -251,7 +252,8 @@ def evaluate(
     with the share ``knn_weight`` (default 0.5; :func:`swclip_core.knn_weight.knn_weight_for`
     chooses it by cross-validation on the training data, as the command line does);
     ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
-    Returns per-photo ``predictions`` (a data frame) and ``summary`` figures.
+    Returns per-photo ``predictions`` (a data frame) and ``summary`` figures; ``figures=False``
+    leaves out SSI and City-Align (NaN), which compare every pair of the evaluated photos.
     """
     from .errors import InputError, ModelError
     from .evaluation import evaluate as score
@@ -292,6 +294,7 @@ def evaluate(
         knn=knn,
         knn_weight=KNN_WEIGHT if knn_weight is None else knn_weight,
         knn_temperature=KNN_TEMPERATURE if knn_temperature is None else knn_temperature,
+        figures=figures,
     )
 
 

@@ -146,6 +146,7 @@ def _held_out_errors(model, knn, fit, valid, cache_dir: Path, options: dict) -> 
                     fuse=fitted_knn,
                     knn_weight=weight,
                     cache_dir=cache_dir,
+                    figures=False,  # only the errors count; SSI would compare every pair 11 times
                     **options,
                 )
                 .predictions["error_m"]
