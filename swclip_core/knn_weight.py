@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .config import DEFAULT_METHOD, MODE_RADIUS_M
+from .fusion import KNN_WEIGHT
 from .io import write_json
 from .objectives.image_knn import KNN_TEMPERATURE
 
@@ -98,7 +99,8 @@ def choose_knn_weight(model: Any, knn: Any, *, cache_dir: Path, **options: Any) 
     folds = validation_folds(len(samples), model.config.seed)
     held_out = sum(len(valid) for _, valid in folds)
     if held_out < MIN_VALIDATION:
-        return {"knn_weight": 0.5, "reason": f"only {held_out} training photos to validate on"}
+        reason = f"only {held_out} training photos to validate on"
+        return {"knn_weight": KNN_WEIGHT, "reason": reason}
     print(
         f"choosing the image-kNN weight on {held_out} of the {len(samples)} training photos of "
         f"{model.run_dir}, held out in {len(folds)} part(s): training {model.config.objective} "
