@@ -31,9 +31,14 @@ ADD_BLOCK = 65_536
 # hnsw: efConstruction 80 left the graph of near-duplicate captions (points every few metres of
 # one street) poorly connected: 0.89-0.92 top-5 overlap with exact on the 10^5 test gallery even
 # at efSearch 512; 200 gave 0.96-0.97. At 10^6 entries (benchmarks/scale.py's gallery) float16
-# codes reached 0.94 at efSearch 512 and 0.96 at 1024.
+# codes reached 0.94 at efSearch 512 and 0.96 at 1024, but at 10^7 only 0.72: there every pair
+# of captions is mixed about 500 times, and so it was in a 10^6 gallery mixed from 64 captions
+# instead of 200, where efConstruction 200 found 0.89 at efSearch 1024, 350 0.97 and 500 0.99
+# (the build took 1, 2 and 2.8 times as long). In that gallery, float32 codes found what float16
+# found, M = 64 0.92 and faiss's keep_max_size_level0 0.59: the search beam while building, not
+# the codes or the number of links, is what these galleries need.
 HNSW_NEIGHBOURS = 32
-HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_CONSTRUCTION = 500
 HNSW_EF_SEARCH = 1024
 #: How each index kind stores the vectors (a faiss scalar quantizer); part of the cached file's
 #: name, so an index stored another way is rebuilt rather than read. Not 8-bit codes: they blur
@@ -59,8 +64,12 @@ def resolve_kind(kind: str, size: int) -> str:
 
 def index_file(embeddings_file: Path, kind: str) -> Path:
     """Where the ``kind`` index of the gallery whose embeddings are ``embeddings_file`` is kept:
-    beside them, under their name (which already names the model and the captions)."""
-    return embeddings_file.with_name(f"{embeddings_file.stem}.{kind}-{CODES[kind].lower()}.faiss")
+    beside them, under their name (which already names the model and the captions) and the
+    settings the index was built with, so that one built otherwise is rebuilt, not read."""
+    built = f"{kind}-{CODES[kind].lower()}"
+    if kind == "hnsw":
+        built += f"-m{HNSW_NEIGHBOURS}-efc{HNSW_EF_CONSTRUCTION}"
+    return embeddings_file.with_name(f"{embeddings_file.stem}.{built}.faiss")
 
 
 class GalleryIndex:

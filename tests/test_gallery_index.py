@@ -97,6 +97,16 @@ def test_auto_is_exact_up_to_the_threshold():
         resolve_kind("annoy", 10)
 
 
+def test_an_index_file_names_how_the_index_was_built(tmp_path, monkeypatch):
+    embeddings = tmp_path / "gallery-abc.npy"
+    ivf, hnsw = (gallery_index.index_file(embeddings, kind) for kind in ("ivf", "hnsw"))
+    assert ivf.name == "gallery-abc.ivf-sqfp16.faiss"
+    assert hnsw.name.startswith("gallery-abc.hnsw-sqfp16-")
+    # a graph built with another search beam is rebuilt, not read
+    monkeypatch.setattr(gallery_index, "HNSW_EF_CONSTRUCTION", 200)
+    assert gallery_index.index_file(embeddings, "hnsw") != hnsw
+
+
 class LocationEncoder:
     """A stand-in model with GeoCLIP's gallery interface: embeddings from coordinates."""
 
