@@ -36,7 +36,9 @@ ADD_BLOCK = 65_536
 # instead of 200, where efConstruction 200 found 0.89 at efSearch 1024, 350 0.97 and 500 0.99
 # (the build took 1, 2 and 2.8 times as long). In that gallery, float32 codes found what float16
 # found, M = 64 0.92 and faiss's keep_max_size_level0 0.59: the search beam while building, not
-# the codes or the number of links, is what these galleries need.
+# the codes or the number of links, is what these galleries need. With 500, benchmarks/scale.md
+# measured 1.000 at 10^6 and 0.85 at 10^7 (0.90 at efSearch 2048): still short there, hence
+# ``auto`` uses ivf.
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 500
 HNSW_EF_SEARCH = 1024
