@@ -412,17 +412,15 @@ def report(work: Path, out: Path) -> Path:
         for kind in ("ivf", "hnsw"):
             if kind in row:
                 r = row[kind]
-                label = f"{kind} ({r['settings']})" if "settings" in r else kind
-                lines.append(
-                    f"| {int(key):,} | {label} | {r['ms_per_query']:.1f} | {r['recall_at_5']:.3f} "
-                    f"| {r['build_s']:,.0f} | {r['build_extra_rss_mb']:,.0f} "
-                    f"| {r.get('threads', '?')} |"
-                )
-                if "wider" in r:
-                    w = r["wider"]
+                build = f"{r['build_s']:,.0f} | {r['build_extra_rss_mb']:,.0f}"
+                searches = [(r, build)]
+                if "wider" in r:  # the same graph searched with a wider beam
+                    searches.append((r["wider"], "same graph | -"))
+                for search, built in searches:
+                    label = f"{kind} ({search['settings']})" if "settings" in search else kind
                     lines.append(
-                        f"| {int(key):,} | {kind} ({w['settings']}) | {w['ms_per_query']:.1f} | "
-                        f"{w['recall_at_5']:.3f} | same graph | - | {r.get('threads', '?')} |"
+                        f"| {int(key):,} | {label} | {search['ms_per_query']:.1f} | "
+                        f"{search['recall_at_5']:.3f} | {built} | {r.get('threads', '?')} |"
                     )
     not_measured = []
     for n in (10**6, 10**7):
