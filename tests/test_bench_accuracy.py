@@ -55,3 +55,30 @@ def test_every_objective_gets_a_record_per_protocol(tmp_path, monkeypatch):
     }
     # the fixed share for "fused", the validation choice for "<objective>+knn"
     assert (accuracy.FUSED, 0.5) in weights and ("swclip" + accuracy.WITH_KNN, 0.3) in weights
+
+
+def test_a_peer_that_wins_on_the_mean_is_compared_seed_by_seed():
+    from benchmarks import encoders
+
+    def record(objective, seed, error):
+        return {
+            "dataset": "toy",
+            "split": "spatial",
+            "protocol": "open",
+            "objective": objective,
+            "seed": seed,
+            "median_error_m": error,
+        }
+
+    # geoclip has the lower mean (one bad seed of swclip) but swclip is lower on 2 of 3 seeds
+    errors = {"geoclip": (100, 100, 100), "swclip": (90, 95, 400), "clip": (500, 500, 500)}
+    records = [record(o, seed, e[seed]) for o, e in errors.items() for seed in range(3)]
+    means = pd.DataFrame(records).groupby("objective").median_error_m.mean()
+    line = encoders.seed_by_seed(records, "toy", "spatial", "open", means, {"swclip"})
+    assert line == (
+        "open: swclip minus geoclip per seed -10 m, -5 m, +300 m (swclip lower on 2 of 3 seeds)."
+    )
+    # an SW-based objective with the lowest mean needs no such line
+    assert not encoders.seed_by_seed(
+        records, "toy", "spatial", "open", means.drop("geoclip"), {"swclip"}
+    )
