@@ -37,10 +37,13 @@ ADD_BLOCK = 65_536
 # (the build took 1, 2 and 2.8 times as long). In that gallery, float32 codes found what float16
 # found, M = 64 0.92 and faiss's keep_max_size_level0 0.59: the search beam while building, not
 # the codes or the number of links, is what these galleries need. With 500, benchmarks/scale.md
-# measured 1.000 at 10^6 and 0.85 at 10^7 (0.90 at efSearch 2048): still short there, hence
-# ``auto`` uses ivf.
+# measured 1.000 at 10^6 and 0.86 at 10^7 with efSearch 1024: the search beam, too, must widen
+# with the gallery (hnsw_ef_search).
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 500
+# efSearch up to a million entries; above, times the square root of the size in millions,
+# rounded up. On that 10^7 graph efSearch 2048 found 0.948 of the exact top-5, 4096 0.998 (4.7 ms
+# a query on 2 threads) and 8192 no more (18 ms): 4096 is what the rule gives there.
 HNSW_EF_SEARCH = 1024
 #: How each index kind stores the vectors (a faiss scalar quantizer); part of the cached file's
 #: name, so an index stored another way is rebuilt rather than read. Not 8-bit codes: they blur
@@ -129,12 +132,18 @@ def build_index(embeddings: np.ndarray, kind: str, *, seed: int = 0):
     return index
 
 
+def hnsw_ef_search(size: int) -> int:
+    """The hnsw search beam (efSearch) for a gallery of ``size`` entries: :data:`HNSW_EF_SEARCH`
+    times ⌈√(size / 10^6)⌉, so 1024 up to a million entries and 4096 at ten million."""
+    return HNSW_EF_SEARCH * max(1, math.ceil(math.sqrt(size / 1_000_000)))
+
+
 def configure(index, kind: str) -> None:
     """Search-time settings: how many ivf cells to scan, how wide the hnsw search beam is."""
     if kind == "ivf":
         index.nprobe = max(1, math.ceil(index.nlist * IVF_PROBE_SHARE))
     else:
-        index.hnsw.efSearch = HNSW_EF_SEARCH
+        index.hnsw.efSearch = hnsw_ef_search(index.ntotal)
 
 
 def open_index(embeddings: np.ndarray, kind: str, cache_file: Path | None = None) -> GalleryIndex:

@@ -76,6 +76,16 @@ def test_approximate_index_finds_the_exact_top5(caption_gallery, kind):
     assert rows.shape == (len(queries), 5) and len(set(rows[0].tolist())) == 5
 
 
+def test_the_hnsw_search_beam_widens_with_the_gallery(monkeypatch):
+    beams = [gallery_index.hnsw_ef_search(n) for n in (10, 10**6, 10**6 + 1, 4 * 10**6, 10**7)]
+    assert beams == [1024, 1024, 2048, 2048, 4096]  # 4096: what 10^7 needed (benchmarks/scale.md)
+    # an opened index searches with the beam of its own size
+    monkeypatch.setattr(gallery_index, "hnsw_ef_search", lambda size: size + 7)
+    points = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    searched = gallery_index.open_index(points / np.linalg.norm(points, axis=1)[:, None], "hnsw")
+    assert searched.index.hnsw.efSearch == 307
+
+
 @pytest.mark.parametrize("gallery_rows", [1, 7, 64, None])
 def test_streamed_top_k_equals_top_k(gallery_rows):
     gen = torch.Generator().manual_seed(0)
