@@ -139,10 +139,11 @@ def seed_by_seed(
     """When an objective that is not SW-based has the lowest mean median error, the best
     SW-based one against it seed by seed (each seed is one split, on which both were trained):
     whether the order holds on every seed or changes with it. Empty when an SW-based one wins."""
-    is_sw = [o.removesuffix(accuracy.WITH_KNN) in sw for o in means_.index]
-    if not any(is_sw) or is_sw[list(means_.index).index(means_.idxmin())]:
+    is_sw = means_.index.str.removesuffix(accuracy.WITH_KNN).isin(sw)
+    winner = means_.idxmin()
+    if is_sw[means_.index.get_loc(winner)] or not is_sw.any():
         return ""
-    winner, best_sw = means_.idxmin(), means_[is_sw].idxmin()
+    best_sw = means_[is_sw].idxmin()
     frame = pd.DataFrame(records)
     frame = frame[(frame.dataset == dataset) & (frame.split == split)]
     per_seed = (

@@ -42,8 +42,8 @@ ADD_BLOCK = 65_536
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 500
 # efSearch up to a million entries; above, times the square root of the size in millions,
-# rounded up. On that 10^7 graph efSearch 2048 found 0.948 of the exact top-5, 4096 0.998 (4.7 ms
-# a query on 2 threads) and 8192 no more (18 ms): 4096 is what the rule gives there.
+# rounded up. On that 10^7 graph efSearch 2048 found 0.948 of the exact top-5, 4096 0.998 (8.4 ms
+# a query on 2 threads, benchmarks/scale.md) and 8192 no more (12 ms): the rule gives 4096 there.
 HNSW_EF_SEARCH = 1024
 #: How each index kind stores the vectors (a faiss scalar quantizer); part of the cached file's
 #: name, so an index stored another way is rebuilt rather than read. Not 8-bit codes: they blur
