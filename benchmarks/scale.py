@@ -83,10 +83,12 @@ def index_row(
     searched measures the search again without a build of up to hours at 10^7 entries."""
     built_file = gallery_index.index_file(work / f"scale-gallery-{len(gallery)}.npy", kind)
     build_record = built_file.with_suffix(".json")
-    if not (built_file.exists() and build_record.exists()):
+    if built_file.exists() and build_record.exists():
+        index = gallery_index.open_index(gallery, kind, built_file)
+    else:
         with PeakRss() as memory:
             start = time.perf_counter()
-            gallery_index.open_index(gallery, kind, built_file)
+            index = gallery_index.open_index(gallery, kind, built_file)
             build_s = time.perf_counter() - start
         build = {
             "build_s": build_s,
@@ -94,7 +96,6 @@ def index_row(
             "build_threads": torch.get_num_threads(),
         }
         build_record.write_text(json.dumps(build))
-    index = gallery_index.open_index(gallery, kind, built_file)
     # Untimed, other queries first: the first search after opening pages the graph and the
     # gallery's vectors in from disk, once per process, not once per query.
     index.search(warm_up, K)
