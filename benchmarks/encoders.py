@@ -28,10 +28,17 @@ OBJECTIVES = (*ENCODER_OBJECTIVES, "image-knn", *FUSED_ROWS)
 COLUMNS = ("closed median (m)", "closed R@1", "open median (m)")
 
 
-def run(datasets: list[Dataset], work: Path, seeds: tuple[int, ...], base: TrainConfig):
-    """Yield the records (accuracy.run_accuracy's) of :data:`OBJECTIVES` on ``datasets``."""
+def run(
+    datasets: list[Dataset],
+    work: Path,
+    seeds: tuple[int, ...],
+    base: TrainConfig,
+    objectives: tuple[str, ...] = OBJECTIVES,
+):
+    """Yield the records (accuracy.run_accuracy's) of ``objectives`` (rows of :data:`OBJECTIVES`)
+    on ``datasets``."""
     yield from accuracy.run_accuracy(
-        datasets, work, seeds=seeds, objectives=OBJECTIVES, protocols=("closed", "open"), base=base
+        datasets, work, seeds=seeds, objectives=objectives, protocols=("closed", "open"), base=base
     )
 
 

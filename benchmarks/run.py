@@ -102,6 +102,56 @@ def hyperparameters(config: TrainConfig) -> list[str]:
     ]
 
 
+SETTINGS_HEADING = "## Settings"
+VERDICTS_HEADING = "## Does SW-CLIP beat plain CLIP? (computed from the tables below)"
+TABLE1_HEADING = "## Table 1 per data set"
+METHODS_HEADING = "## Prediction methods (open set)"
+SWEEP_HEADING = "## Sensitivity of SW-CLIP's settings"
+
+
+def table1_lines(
+    base: TrainConfig,
+    summary,
+    data: list[datasets.Dataset],
+    plots: list[Path],
+    method_records: list[dict],
+) -> list[str]:
+    """results.md from "Settings" to "Prediction methods": the sections Table 1's runs make."""
+    lines = [SETTINGS_HEADING, "", *hyperparameters(base), "", VERDICTS_HEADING, ""]
+    lines += [*report.verdicts(summary), "", TABLE1_HEADING]
+    for d, plot in zip(data, plots, strict=True):
+        lines += ["", f"### {d.name}", "", f"![{d.name}](plots/{plot.name})"]
+        for split in accuracy.SPLITS:
+            for protocol in accuracy.PROTOCOLS:
+                lines += ["", f"**{split} split, {protocol} set**", ""]
+                lines += report.table1(summary, d.name, split, protocol)
+    return [
+        *lines,
+        "",
+        METHODS_HEADING,
+        "",
+        "How the top-K candidates (K = 5, the default) become one coordinate "
+        "(swclip_core.retrieval): `mode` "
+        f"averages the heaviest group of candidates within {MODE_RADIUS_M:g} m of one another, "
+        '`weighted` all of them (docs/method.md, "Predictions"), `top1` takes the best. '
+        "The tables above use "
+        f"`{DEFAULT_METHOD}`, the default of `swclip predict`.",
+        "",
+        *report.methods_table(method_records),
+    ]
+
+
+def sweep_lines(records: list[dict], seeds: tuple[int, ...]) -> list[str]:
+    """The sensitivity section of results.md."""
+    return [
+        f"{SWEEP_HEADING} (random split, median error mean ± sd over seeds {list(seeds)})",
+        "",
+        sweep.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "`"),
+        "",
+        *sweep.table(records),
+    ]
+
+
 SCALING_HEADING = "## Predict on large layers"
 
 
@@ -153,23 +203,48 @@ RECORD_KEY = ("dataset", "split", "seed", "objective", "protocol", "method")
 
 
 def encoders_section(
-    data: list[datasets.Dataset], work: Path, seeds: tuple[int, ...], earlier: list[dict]
+    data: list[datasets.Dataset],
+    work: Path,
+    seeds: tuple[int, ...],
+    earlier: list[dict],
+    objectives: tuple[str, ...] = encoders.OBJECTIVES,
 ) -> tuple[dict, list[str]]:
-    """Run (or resume) the encoders section on ``data``; its record (with ``earlier`` records of
-    other data sets kept) and results.md lines."""
+    """Run (or resume) the encoders section's ``objectives`` on ``data``; its record (with the
+    ``earlier`` records of other data sets and rows kept) and results.md lines."""
+    today = time.strftime("%Y-%m-%d")
     fresh = []
-    for record in encoders.run(data, work, seeds, TrainConfig()):
-        fresh.append(record)
+    for record in encoders.run(data, work, seeds, TrainConfig(), objectives):
+        fresh.append({**record, "measured": today})
         print(json.dumps({k: record[k] for k in (*RECORD_KEY, "median_error_m")}), flush=True)
-    measured = {tuple(r[k] for k in RECORD_KEY) for r in fresh}
-    records = [r for r in earlier if tuple(r[k] for k in RECORD_KEY) not in measured] + fresh
+    records = merged(earlier, fresh)
     result = {
         "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": today,
         "notes": {d.name: f"{d.note}; {d.epochs} epochs" for d in data},
         "records": records,
     }
     return result, encoders_lines(result)
+
+
+def merged(earlier: list[dict], fresh: list[dict], key: tuple[str, ...] = RECORD_KEY) -> list[dict]:
+    """``earlier`` with the records that ``fresh`` measured again replaced where they stood (so
+    the tables keep their row order), and ``fresh``'s new records after them."""
+    by_key = {tuple(r[k] for k in key): r for r in fresh}
+    kept = [by_key.pop(tuple(r[k] for k in key), r) for r in earlier]
+    return kept + list(by_key.values())
+
+
+def when(records: list[dict]) -> str:
+    """The dates the encoders records were measured on, with the rows of each when they
+    differ."""
+    rows_by_date: dict[str, list[str]] = {}
+    for record in records:
+        rows = rows_by_date.setdefault(record.get("measured") or "an unrecorded date", [])
+        if record["objective"] not in rows:
+            rows.append(record["objective"])
+    if len(rows_by_date) == 1:
+        return next(iter(rows_by_date))
+    return "; ".join(f"{date} ({', '.join(rows)})" for date, rows in sorted(rows_by_date.items()))
 
 
 def encoders_lines(result: dict) -> list[str]:
@@ -183,9 +258,9 @@ def encoders_lines(result: dict) -> list[str]:
         "",
         f"Backbone swclip-lite, the defaults of `swclip train` and `swclip evaluate` (mode "
         f"prediction, K = 5), seeds {sorted({r['seed'] for r in records})}, 80/20 random and "
-        f"spatial-block splits; figures are mean ± sd over seeds. Measured {result['date']} on "
+        f"spatial-block splits; figures are mean ± sd over seeds. Measured {when(records)} on "
         f'{result["machine"]}. `BENCH_ARGS="--section encoders"` re-runs this section alone '
-        "(resumable with --work).",
+        "(resumable with --work; `--objectives` re-runs some rows).",
         "",
         *(f"- **{name}**: {note}" for name, note in result["notes"].items()),
         "",
@@ -193,15 +268,87 @@ def encoders_lines(result: dict) -> list[str]:
     ]
 
 
-def only_encoders(out: Path, work: Path, seeds: tuple[int, ...], names: list[str] | None) -> None:
-    """`--section encoders`: measure that section alone (on the named real-imagery data sets,
-    default all) and update the results in place."""
+def only_encoders(
+    out: Path,
+    work: Path,
+    seeds: tuple[int, ...],
+    names: list[str] | None,
+    objectives: tuple[str, ...] | None = None,
+) -> None:
+    """`--section encoders`: measure that section alone (on the named real-imagery data sets and
+    rows, default all) and update the results in place."""
     data = [d for d in real_imagery(work, epochs=12) if not names or d.name in names]
+    unknown = set(objectives or ()) - set(encoders.OBJECTIVES)
+    if unknown:
+        raise SystemExit(f"not rows of the encoders section: {', '.join(sorted(unknown))}")
     results = out / "results.json"
     earlier = json.loads(results.read_text()).get("encoders", {}) if results.exists() else {}
-    result, _ = encoders_section(data, work, seeds, earlier.get("records", []))
+    # records from before "measured" was kept carry the date of the run that wrote them
+    kept = [{"measured": earlier.get("date"), **r} for r in earlier.get("records", [])]
+    rows = objectives or encoders.OBJECTIVES
+    result, _ = encoders_section(data, work, seeds, kept, rows)
     result["notes"] = {**earlier.get("notes", {}), **result["notes"]}
     update_results(out, "encoders", result, ENCODERS_HEADING, encoders_lines(result))
+
+
+def only_table1(out: Path, work: Path, seeds: tuple[int, ...], objectives: tuple[str, ...]) -> None:
+    """`--section table1`: measure Table 1's rows ``objectives`` again on its data sets, with the
+    prediction-methods and sensitivity rows that share their runs, keep every other record, and
+    write those sections of results.md again (the others stay as they are). For a change of
+    defaults that only some rows depend on."""
+    unknown = set(objectives) - set(accuracy.OBJECTIVES)
+    if unknown:
+        raise SystemExit(f"not rows of Table 1: {', '.join(sorted(unknown))}")
+    results, markdown = out / "results.json", out / "results.md"
+    payload = json.loads(results.read_text())
+    base = TrainConfig()
+    data = build_datasets(work, quick=False)
+    fresh = list(accuracy.run_accuracy(data, work, seeds=seeds, objectives=objectives, base=base))
+    payload["records"] = merged(payload["records"], fresh)
+    method_rows = tuple(o for o in ("clip", "swclip") if o in objectives)
+    if method_rows:
+        fresh = accuracy.run_accuracy(
+            data, work, seeds=seeds, objectives=method_rows, protocols=("open",), methods=METHODS
+        )
+        payload["methods"] = merged(payload["methods"], list(fresh))
+    variants = [
+        label
+        for label, objective, config, _ in sweep.variants(base)
+        if objective in objectives and config == base  # the rows that run the defaults
+    ]
+    generated = [d for d in data if d.name in GENERATED]
+    fresh = sweep.sweep(generated, work, base, seeds, variants)
+    payload["sweep"] = merged(payload["sweep"], fresh, ("variant", *RECORD_KEY))
+    again = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "rows": list(objectives)}
+    payload["measured_again"] = [*payload.get("measured_again", []), {**again, "sweep": variants}]
+    results.write_text(json.dumps(payload, indent=1) + "\n")
+
+    summary = accuracy.summarise(payload["records"])
+    plots = [report.plot_errors(summary, d.name, out / "plots" / f"{d.name}.png") for d in data]
+    text = markdown.read_text()
+    start, end = text.index(SETTINGS_HEADING + "\n"), text.index("\n## Speed\n")
+    lines = table1_lines(base, summary, data, plots, payload["methods"])
+    text = text[:start] + "\n".join(lines) + "\n" + text[end:]
+    lines = sweep_lines(payload["sweep"], seeds)
+    text = replace_section(text, lines[0], lines)
+    title, intro, rest = text.split("\n\n", 2)
+    intro = intro.split(AGAIN)[0].rstrip() + " " + measured_again(payload["measured_again"])
+    markdown.write_text("\n\n".join((title, intro, rest)))
+    print(f"updated {markdown} and {results}")
+
+
+AGAIN = "Measured again with `--section table1`"
+
+
+def measured_again(entries: list[dict]) -> str:
+    """The results.md sentence saying which Table 1 rows a later run measured again."""
+    return " ".join(
+        f"{AGAIN} on {e['date']} ({e['machine']}): rows {', '.join(e['rows'])} of Table 1, their "
+        "prediction-methods rows and the sensitivity rows "
+        f"{', '.join(repr(v) for v in e['sweep']) or 'none'} (a change of defaults that only "
+        "they depend on); the other figures are the full run's."
+        for e in entries
+    )
 
 
 def main() -> None:
@@ -212,22 +359,34 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--section",
-        choices=("all", "predict-scaling", "encoders"),
+        choices=("all", "predict-scaling", "encoders", "table1"),
         default="all",
         help="predict-scaling: only predict on 5,000 and 50,000 rows; encoders: only the location "
-        "encoders x losses on real imagery; results updated in place",
+        "encoders x losses on real imagery; table1: only --objectives of Table 1 (with their "
+        "prediction-methods and sensitivity rows); results updated in place",
     )
     parser.add_argument(
         "--datasets", help="with --section encoders: comma-separated data set names (default all)"
+    )
+    parser.add_argument(
+        "--objectives",
+        help="with --section encoders or table1: comma-separated rows to measure again (default "
+        "all for encoders; table1 needs them); the other rows' records are kept",
     )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="swclip-bench-"))
     if args.section == "predict-scaling":
         only_scaling(args.out, work)
         return
+    if args.section == "table1":
+        if not args.objectives:
+            parser.error("--section table1 needs --objectives")
+        only_table1(args.out, work, tuple(range(args.seeds)), tuple(args.objectives.split(",")))
+        return
     if args.section == "encoders":
         names = args.datasets.split(",") if args.datasets else None
-        only_encoders(args.out, work, tuple(range(args.seeds)), names)
+        rows = tuple(args.objectives.split(",")) if args.objectives else None
+        only_encoders(args.out, work, tuple(range(args.seeds)), names, rows)
         return
     reused = sum(1 for _ in work.glob("runs/*/*/seed*/*"))  # runs of an earlier, resumed bench
     started = time.perf_counter()
@@ -316,49 +475,14 @@ def main() -> None:
         "training images by frozen features; **fused**: swclip's caption retrieval mixed with "
         "image-knn.",
         "",
-        "## Settings",
-        "",
-        *hyperparameters(base),
-        "",
-        "## Does SW-CLIP beat plain CLIP? (computed from the tables below)",
-        "",
-        *report.verdicts(summary),
-        "",
-        "## Table 1 per data set",
-    ]
-    for d, plot in zip(data, plots, strict=True):
-        lines += ["", f"### {d.name}", "", f"![{d.name}](plots/{plot.name})"]
-        for split in accuracy.SPLITS:
-            for protocol in accuracy.PROTOCOLS:
-                lines += ["", f"**{split} split, {protocol} set**", ""]
-                lines += report.table1(summary, d.name, split, protocol)
-    lines += [
-        "",
-        "## Prediction methods (open set)",
-        "",
-        "How the top-K candidates (K = 5, the default) become one coordinate "
-        "(swclip_core.retrieval): `mode` "
-        f"averages the heaviest group of candidates within {MODE_RADIUS_M:g} m of one another, "
-        '`weighted` all of them (docs/method.md, "Predictions"), `top1` takes the best. '
-        "The tables above use "
-        f"`{DEFAULT_METHOD}`, the default of `swclip predict`.",
-        "",
-        *report.methods_table(method_records),
+        *table1_lines(base, summary, data, plots, method_records),
         "",
         "## Speed",
         "",
         *speed_report.summarise_speed(speed_result),
     ]
     if sweep_records:
-        lines += [
-            "",
-            "## Sensitivity of SW-CLIP's settings (random split, median error mean ± sd over "
-            f"seeds {list(seeds)})",
-            "",
-            sweep.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "`"),
-            "",
-            *sweep.table(sweep_records),
-        ]
+        lines += ["", *sweep_lines(sweep_records, seeds)]
     lines += ["", *scaling_lines, "", *encoders_lines]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'results.md'} and results.json")

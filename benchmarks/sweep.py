@@ -53,11 +53,18 @@ def variants(defaults: TrainConfig) -> list[tuple[str, str, TrainConfig, bool]]:
 
 
 def sweep(
-    datasets: list[Dataset], work, defaults: TrainConfig, seeds: tuple[int, ...]
+    datasets: list[Dataset],
+    work,
+    defaults: TrainConfig,
+    seeds: tuple[int, ...],
+    only: list[str] | None = None,
 ) -> list[dict]:
-    """One record per variant × data set × seed × protocol (random split)."""
+    """One record per variant (those labelled ``only``, default all) × data set × seed ×
+    protocol (random split)."""
     records = []
     for label, objective, config, long in variants(defaults):
+        if only is not None and label not in only:
+            continue
         for dataset in datasets:
             data = replace(dataset, epochs=LONG_EPOCHS) if long else dataset
             for record in accuracy.run_accuracy(
