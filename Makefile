@@ -49,6 +49,7 @@ test: lint
 
 # The Scale section keeps its galleries (GBs) and figures in SCALE_WORK and resumes from them.
 # BENCH_ARGS="--section predict-scaling --work DIR" runs that section of benchmarks.run alone.
+# `$(PY) -m benchmarks.run --section table1|encoders --objectives a,b` measures some rows again.
 SCALE_WORK ?= $(HOME)/.cache/swclip/bench-scale
 bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
