@@ -89,12 +89,13 @@ def test_table1_rows_measured_again_keep_the_others(tmp_path, monkeypatch):
         "speed": {"kept": True},
     }
     (tmp_path / "results.json").write_text(json.dumps(payload))
-    toy = SimpleNamespace(name="toy")
-    monkeypatch.setattr(run, "build_datasets", lambda work, quick: [toy])
-    calls = []
+    # "new-scene" joined the bench after the tables were measured: a full run measures it
+    benched = [SimpleNamespace(name="toy"), SimpleNamespace(name="new-scene")]
+    monkeypatch.setattr(run, "build_datasets", lambda work, quick: benched)
+    measured_on = set()
 
     def run_accuracy(data, work, *, seeds, objectives, protocols=None, methods=None, base=None):
-        calls.append(objectives)
+        measured_on.update(d.name for d in data)
         protocol = "open" if protocols == ("open",) else "closed"
         return iter([record(o, 0, 9.0, protocol=protocol) for o in objectives])
 
@@ -126,6 +127,8 @@ def test_table1_rows_measured_again_keep_the_others(tmp_path, monkeypatch):
     for replaced in ("old settings", "old table", "old sweep"):
         assert replaced not in text
     assert "new verdicts" in text and "| swclip | 9" in text
+    assert measured_on == {"toy"} and "### new-scene" not in text
+    assert "before the objectives `zero-shot`" in text and "the data set new-scene" in text
     assert text.count(run.AGAIN) == 1 and "rows swclip of Table 1" in text
     # a second run adds its sentence instead of repeating the first
     run.only_table1(tmp_path, tmp_path / "work", (0,), ("swclip",))
