@@ -329,6 +329,9 @@ def only_table1(out: Path, work: Path, seeds: tuple[int, ...], objectives: tuple
         raise SystemExit(f"not rows of Table 1: {', '.join(sorted(unknown))}")
     results, markdown = out / "results.json", out / "results.md"
     payload = json.loads(results.read_text())
+    tabled_seeds = sorted({r["seed"] for r in payload["records"]})
+    if sorted(seeds) != tabled_seeds:
+        raise SystemExit(f"the tables have seeds {tabled_seeds}: measure those (--seeds)")
     base = TrainConfig()
     # the data sets the tables have: one added to the bench since is measured by a full run
     tabled = {r["dataset"] for r in payload["records"]}

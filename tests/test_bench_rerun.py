@@ -135,9 +135,12 @@ def test_table1_rows_measured_again_keep_the_others(tmp_path, monkeypatch):
     assert (tmp_path / "results.md").read_text().count(run.AGAIN) == 2
 
 
-def test_table1_refuses_rows_it_does_not_have(tmp_path):
+def test_table1_refuses_rows_or_seeds_it_does_not_have(tmp_path):
     with pytest.raises(SystemExit, match="not rows of Table 1"):
         run.only_table1(tmp_path, tmp_path, (0,), ("swclip", "nonsense"))
+    (tmp_path / "results.json").write_text(json.dumps({"records": [record("swclip", 0, 1.0)]}))
+    with pytest.raises(SystemExit, match=r"seeds \[0\]"):
+        run.only_table1(tmp_path, tmp_path, (0, 1), ("swclip",))
 
 
 def test_the_encoders_section_says_which_rows_were_measured_when():
