@@ -83,8 +83,10 @@ package-zip:
 	rm -rf $(BUNDLE) && mkdir -p $(BUNDLE) dist
 	git archive HEAD swclip_core resources requirements.txt | \
 	  tar -x -C $(BUNDLE) --exclude='resources/sample_data/photos'
-	$(VENV)/bin/qgis-plugin-ci package $(PLUGIN_VERSION) -a $(BUNDLE); \
-	  status=$$?; rm -rf $(BUNDLE); exit $$status
+	# qgis-plugin-ci leaves its git-archive tarball (8 MB) in the temporary folder: give it ours
+	mkdir -p build/package-tmp
+	TMPDIR=$(CURDIR)/build/package-tmp $(VENV)/bin/qgis-plugin-ci package $(PLUGIN_VERSION) \
+	  -a $(BUNDLE); status=$$?; rm -rf $(BUNDLE) build/package-tmp; exit $$status
 	mv $(ZIP) dist/$(ZIP)
 	rm -rf build/package-scan && mkdir -p build/package-scan
 	$(PY) -m zipfile -e dist/$(ZIP) build/package-scan
