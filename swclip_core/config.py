@@ -31,11 +31,12 @@ DEFAULT_METHOD = METHODS[0]
 # How a gallery is searched (swclip_core.gallery_index); here so the command line lists them
 # without importing torch or faiss.
 INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
-#: Up to this many entries ``auto`` searches exactly: where exact search costs about 20 ms per
-#: photo (a 10,000-photo layer in about 3 minutes). Measured with benchmarks/scale.py on the 2-core
-#: development machine (shared, under load), 100 real-caption queries, dim 256, float16 on disk:
-#: exact 6.5 ms/query at 10^5 entries and 116 ms at 10^6 (linear in the entries: 20 ms near
-#: 3·10^5); ivf 0.9 and 5.1 ms/query, recall@5 0.99 and 0.97, built once in 22 s and 241 s.
+#: Up to this many entries ``auto`` searches exactly (nothing approximated), ivf above. An ivf
+#: index is built once per model and gallery and pays off when a layer's photos save its build
+#: time. benchmarks/scale.md (2026-11-30, 2 threads, 100 real-caption queries, dim 256, float16
+#: on disk): exact 3.6 ms/query at 10^5 entries and 13.5 ms at 10^6; ivf 0.1 and 0.8 ms (recall@5
+#: 0.996) after builds of 3 s and 40 s, repaid after about 860 photos at 10^5 (3 s / 3.5 ms) and
+#: 3,100 at 10^6 (40 s / 12.7 ms). The bound sits between, for layers of a few thousand photos.
 EXACT_MAX_ENTRIES = 300_000
 # Records of a CSV or vector layer that `swclip predict` reads, localizes and writes at a time:
 # a few megabytes of table and its image features, whatever the size of the layer.
