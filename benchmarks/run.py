@@ -147,8 +147,9 @@ def table1_lines(
 def not_tabled(summary, benched: Sequence[str]) -> list[str]:
     """A paragraph naming the objectives and data sets (of ``benched``) that the bench has and
     Table 1's records do not (added after those were measured), or nothing."""
-    rows = [o for o in accuracy.OBJECTIVES if o not in set(summary.objective)]
-    scenes = [d for d in benched if d not in set(summary.dataset)]
+    tabled_rows, tabled_scenes = set(summary.objective), set(summary.dataset)
+    rows = [o for o in accuracy.OBJECTIVES if o not in tabled_rows]
+    scenes = [d for d in benched if d not in tabled_scenes]
     if not rows and not scenes:
         return []
     missing = " and ".join(
