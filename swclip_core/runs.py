@@ -210,8 +210,18 @@ def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",)) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"unsupported GLOBAL (\S+)", str(error))
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        first = str(error).split(". ")[0].splitlines()[0] if str(error) else type(error).__name__
+        reason = "it is empty" if path.stat().st_size == 0 else first
+        raise ModelError(
+            f"{path} is truncated or not a checkpoint ({reason}); train the model again"
+        ) from None
+    except Exception as error:
+        # Foreign bytes drive torch's unpickler into whatever its stack machine hits: an
+        # UnpicklingError, but also an IndexError or KeyError from its own lists and memo.
+        found = isinstance(error, pickle.UnpicklingError) and re.search(
+            r"unsupported GLOBAL (\S+)", str(error)
+        )
         if found:
             raise ModelError(
                 f"{path} was refused: it holds Python code or objects ({found.group(1)}), not "
@@ -219,12 +229,6 @@ def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",)) -> dict:
                 "`swclip train`"
             ) from None
         raise ModelError(f"{path} is not a checkpoint (unreadable data); train again") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        first = str(error).split(". ")[0].splitlines()[0] if str(error) else type(error).__name__
-        reason = "it is empty" if path.stat().st_size == 0 else first
-        raise ModelError(
-            f"{path} is truncated or not a checkpoint ({reason}); train the model again"
-        ) from None
     missing = [key for key in needs if not isinstance(state, dict) or key not in state]
     if missing:
         raise ModelError(

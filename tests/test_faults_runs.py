@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from swclip_core.cli import main
 from swclip_core.data import read_exif_gps
 from swclip_core.errors import ModelError
 from swclip_core.runlock import LOCK_FILE
-from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, TRAIN_SAMPLES
+from swclip_core.runs import CHECKPOINT, CONFIG, METRICS, TRAIN_SAMPLES, load_checkpoint
 
 from .cli_process import finish, partials, start, swclip, tree
 from .conftest import PHOTOS, REPO
@@ -173,7 +174,7 @@ def damage_checkpoint(run, how):
     if how == "truncated":
         path.write_bytes(good[: len(good) // 2])
     elif how == "random":
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(random.Random(0).randbytes(4096))
     elif how == "empty":
         path.write_bytes(b"")
     elif how == "a list":
@@ -241,6 +242,18 @@ def test_an_unusable_model_folder_exits_3_with_one_line(
     assert not os.path.exists("/tmp/swclip-pwned")
     with pytest.raises(ModelError, match=str(path)):  # the library says the same
         load_trained(run, "cpu")
+
+
+def test_any_bytes_under_the_checkpoint_name_give_a_model_error(tmp_path):
+    # Random bytes, some behind a pickle protocol header so that they reach deep into torch's
+    # unpickler, which then fails with whatever it hits (IndexError, KeyError, ...).
+    path = tmp_path / CHECKPOINT
+    for seed in range(500):
+        rng = random.Random(seed)
+        header = b"\x80\x02" if seed % 2 else b""
+        path.write_bytes(header + rng.randbytes(rng.choice([16, 256, 4096])))
+        with pytest.raises(ModelError, match=str(path)):
+            load_checkpoint(path)
 
 
 @pytest.mark.parametrize("how", ["malicious pickle", "truncated", "mistyped"])

@@ -15,6 +15,7 @@ from swclip_core.cli import main
 from swclip_core.config import TrainConfig
 from swclip_core.data import read_samples
 from swclip_core.device import resolve_device
+from swclip_core.errors import ModelError
 from swclip_core.evaluation import evaluate
 from swclip_core.geo import haversine_m
 from swclip_core.models.geoclip import (
@@ -104,6 +105,19 @@ def test_fourier_features_are_cos_and_sin_of_2pi_bv(encoder):
         got = branch.fourier_features(projected).double().numpy()
         # float32 phases reach ~10³ rad for σ = 2⁸: compare with that rounding in mind
         np.testing.assert_allclose(got, expected, atol=2e-3 * branch.sigma / 256 + 1e-5)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x80\x02" + bytes(range(256)), "pickle"], ids=["empty", "bytes", "pickle"]
+)
+def test_unreadable_geoclip_weights_give_a_model_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    if content == "pickle":  # an object, not weights: the safe loader refuses it
+        torch.save({"weights": pd.Timestamp("2026-01-01")}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelError, match=r"weights\.pth"):
+        GeoLocationEncoder().load_official_weights(path)
 
 
 def test_fourier_matrices_are_frozen_and_deterministic(encoder):

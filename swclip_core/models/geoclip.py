@@ -114,7 +114,7 @@ class GeoLocationEncoder(nn.Module):
         path = Path(path) if path is not None else official_weights_path()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as error:
+        except Exception as error:  # a missing, truncated or foreign file: say which one
             raise ModelError(f"cannot read GeoCLIP weights {path}: {error}") from error
         try:
             self.load_state_dict(remap_official_keys(state), strict=True)
