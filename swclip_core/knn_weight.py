@@ -8,8 +8,9 @@ is trained again on the other parts, an image-kNN gallery is built from them wit
 settings, and the held-out photos are localized against the other parts' locations with each
 weight of :data:`WEIGHT_GRID`. Parts are held out until :data:`MIN_HELD_OUT` photos have been (or
 all of them), so a small training set still chooses on every one of its photos, and a large one
-trains once more, as an 80/20 split would. The weight with the lowest median error over all
-held-out photos wins.
+trains once more, as an 80/20 split would. Of the weights whose median error over all held-out
+photos is within one standard error of the lowest, the smallest wins (:func:`one_standard_error`):
+image-kNN is mixed in only as far as the held-out photos show, beyond their noise, that it helps.
 
 This costs one to :data:`FOLDS` more trainings of the model (in a temporary folder) the first
 time; the result is kept in the cache folder, keyed by both models and the prediction settings,
@@ -36,6 +37,7 @@ WEIGHT_GRID = tuple(i / 10 for i in range(11))
 FOLDS = 5  # each part is a fifth of the training samples: every training run sees 80 % of them
 MIN_HELD_OUT = 100  # below this many validation photos a median error is too noisy to choose on
 MIN_VALIDATION = 5  # below this many in all, a choice would be noise
+BOOTSTRAP_DRAWS = 1000  # resamples of the held-out photos for the standard error of a median
 
 
 def knn_weight_for(
@@ -89,10 +91,28 @@ def validation_folds(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return folds
 
 
+def one_standard_error(errors: np.ndarray, seed: int) -> tuple[int, float]:
+    """The row of ``errors`` (one per weight of :data:`WEIGHT_GRID`, one column per held-out
+    photo) to use, and the standard error it was chosen with: the first row whose median is within
+    one standard error of the lowest median (the one-standard-error rule of Breiman et al. 1984,
+    *Classification and Regression Trees*; Hastie, Tibshirani & Friedman 2009, *The Elements of
+    Statistical Learning*, §7.10). The standard error is the bootstrap standard deviation of the
+    lowest row's median over :data:`BOOTSTRAP_DRAWS` resamples of the photos (seeded). The first
+    rows give image-kNN the smallest share: with a few hundred held-out photos the medians of
+    neighbouring weights differ by less than their noise, and the row that is lowest by chance
+    would otherwise decide."""
+    medians = np.median(errors, axis=1)
+    lowest = int(np.nanargmin(medians))
+    photos = errors.shape[1]
+    draws = np.random.default_rng(seed).integers(0, photos, size=(BOOTSTRAP_DRAWS, photos))
+    standard_error = float(np.median(errors[lowest][draws], axis=1).std())
+    return int(np.flatnonzero(medians <= medians[lowest] + standard_error)[0]), standard_error
+
+
 def choose_knn_weight(model: Any, knn: Any, *, cache_dir: Path, **options: Any) -> dict:
-    """The weight of :data:`WEIGHT_GRID` with the lowest median error over the held-out photos
-    of :func:`validation_folds`, and the figures it was chosen from (see the module
-    docstring)."""
+    """The weight of :data:`WEIGHT_GRID` that :func:`one_standard_error` picks from the errors
+    of the held-out photos of :func:`validation_folds`, and the figures it was chosen from (see
+    the module docstring)."""
     from .runs import training_gallery
 
     samples = training_gallery(model.run_dir)
@@ -113,12 +133,12 @@ def choose_knn_weight(model: Any, knn: Any, *, cache_dir: Path, **options: Any) 
             for fit, valid in folds
         ]
     )
-    medians = np.median(errors, axis=1)
-    best = int(np.nanargmin(medians))
+    chosen, standard_error = one_standard_error(errors, model.config.seed)
     return {
-        "knn_weight": WEIGHT_GRID[best],
+        "knn_weight": WEIGHT_GRID[chosen],
         "grid": list(WEIGHT_GRID),
-        "validation_median_error_m": medians.tolist(),
+        "validation_median_error_m": np.median(errors, axis=1).tolist(),
+        "standard_error_m": standard_error,
         "validation_photos": held_out,
         "folds": len(folds),
         "seed": model.config.seed,
@@ -166,6 +186,7 @@ def _key(model: Any, knn: Any, options: dict) -> str:
         "options": {k: options[k] for k in sorted(options)},
         "grid": WEIGHT_GRID,
         "folds": (FOLDS, MIN_HELD_OUT),
+        "rule": ("one standard error", BOOTSTRAP_DRAWS),
     }
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
