@@ -265,6 +265,9 @@ def predict_locations(
                 <= mode_radius_m
             )  # (Q, K, K): entry j lies within the radius of entry i
             mass = (near * weights[:, None, :]).sum(axis=2)
+            # an entry without probability (a fused prediction's padding, or at a share of 0 or 1
+            # the other predictor's candidates) is no centre: its radius could hold the most mass
+            mass[weights <= 0] = -np.inf
             rows, best = np.arange(len(mass)), mass.argmax(axis=1)  # ties: the better-ranked
             members = weights * near[rows, best]
             confidence = mass[rows, best]

@@ -17,7 +17,7 @@ from swclip_core.features import extract_image_features
 from swclip_core.fusion import fuse_predictions
 from swclip_core.geo import latlon_to_unit, unit_to_latlon
 from swclip_core.objectives.image_knn import load_knn
-from swclip_core.retrieval import Predictions
+from swclip_core.retrieval import Predictions, predict_locations
 
 from .conftest import PHOTOS
 
@@ -190,6 +190,30 @@ def test_fusion_is_the_mixture_on_shared_locations():
     )
     best = max(mass, key=mass.get)
     assert top.lat[0] == places.lat[places.caption == best].iloc[0]
+
+
+def test_a_share_of_zero_predicts_what_the_captions_alone_predict():
+    """With the image-kNN share 0 (or 1), the other predictor's candidates and the padding of
+    the fused list carry no probability and are never the centre of `mode`'s group, though here
+    a kNN candidate's 5 km radius would hold every caption candidate."""
+    places = pd.DataFrame(
+        {"lat": [0.0, 0.0, 0.0], "lon": [0.0, 0.01, 0.08], "caption": ["a1", "a2", "b"]}
+    )
+    photos = pd.DataFrame({"lat": [0.0], "lon": [0.04], "caption": ["between"]})
+    caption = predictions([[2, 0, 1]], [[0.40, 0.39, 0.38]], places.lat, places.lon)
+    knn = predictions([[0]], [[0.9]], photos.lat, photos.lon)
+    alone = predict_locations(
+        caption.top_score,
+        caption.top_index,
+        places.lat.to_numpy(),
+        places.lon.to_numpy(),
+        temperature=0.1,
+    )
+    assert alone.lon[0] == pytest.approx(0.005, abs=1e-3)  # the a1/a2 group, not b
+    fused, _ = fuse_predictions(caption, places, 0.1, knn, photos, 0.05, knn_weight=0.0)
+    assert (fused.lat[0], fused.lon[0]) == pytest.approx((alone.lat[0], alone.lon[0]))
+    fused, _ = fuse_predictions(caption, places, 0.1, knn, photos, 0.05, knn_weight=1.0)
+    assert (fused.lat[0], fused.lon[0]) == pytest.approx((0.0, 0.04))
 
 
 def test_cli_fuses_a_caption_model_with_image_knn(knn_run, split, feature_cache, tmp_path):
