@@ -21,7 +21,7 @@ from . import distributed
 from .data.tensors import ImageDataset, split_preprocess
 from .device import autocast, precision_tag
 from .errors import CancelledError
-from .io import ProgressFn, default_cache_dir, file_digest, save_npy
+from .io import ProgressFn, default_cache_dir, file_digest, read_cached_npy, save_npy
 
 # Bumped whenever the pixels fed to a trunk change, so no cached feature of the old pixels is
 # mixed with new ones (2: JPEGs decoded at the smallest scale the model's input resize needs).
@@ -65,8 +65,9 @@ class FeatureCache:
         return self.folder / digest[:2] / f"{digest}.npy"
 
     def load(self, digest: str) -> np.ndarray | None:
-        path = self.path_for(digest)
-        return np.load(path) if path.exists() else None
+        """The cached feature, or None when it is not cached or its file is damaged."""
+        feature = read_cached_npy(self.path_for(digest))
+        return feature if feature is not None and feature.ndim == 1 else None
 
     def store(self, digest: str, feature: np.ndarray) -> None:
         save_npy(feature, self.path_for(digest))

@@ -148,15 +148,29 @@ def configure(index, kind: str) -> None:
 
 def open_index(embeddings: np.ndarray, kind: str, cache_file: Path | None = None) -> GalleryIndex:
     """The ``kind`` index of ``embeddings``: read from ``cache_file`` when it exists, else built
-    (and, with ``cache_file``, saved there atomically for the next run)."""
+    (and, with ``cache_file``, saved there atomically for the next run; a damaged one is
+    replaced)."""
     import faiss
 
-    if cache_file is not None and cache_file.exists():
-        index = faiss.read_index(str(cache_file))
-    else:
+    index = _read_index(cache_file, len(embeddings)) if cache_file is not None else None
+    if index is None:
         index = build_index(embeddings, kind)
         if cache_file is not None:
             with atomic_path(cache_file) as tmp:
                 faiss.write_index(index, str(tmp))
     configure(index, kind)
     return GalleryIndex(index, embeddings, kind)
+
+
+def _read_index(path: Path, rows: int):
+    """The faiss index saved in ``path``; None when there is none, or when it is cut short,
+    foreign or indexes another number of rows."""
+    import faiss
+
+    if not path.exists():
+        return None
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError:  # how faiss reports a file it cannot read
+        return None
+    return index if index.ntotal == rows else None

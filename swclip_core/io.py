@@ -191,6 +191,19 @@ def save_npy(array: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def read_cached_npy(path: str | os.PathLike, mmap_mode: str | None = None) -> Any:
+    """The array a cache keeps in ``path``, or None when there is none or it cannot be read (cut
+    short, overwritten, not ``.npy``): the caller computes it again and the entry is rewritten."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        return None
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception:  # numpy's header parser alone raises ValueError, EOFError, TokenError...
+        return None
+
+
 def write_gpkg(
     path: str | os.PathLike,
     layers: Mapping[str, Any],

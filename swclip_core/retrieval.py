@@ -28,7 +28,7 @@ from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 from .device import autocast, gallery_precision, precision_scope, precision_tag
 from .errors import InputError
 from .geo import haversine_m, latlon_to_unit, unit_to_latlon
-from .io import atomic_path
+from .io import atomic_path, read_cached_npy
 
 if TYPE_CHECKING:
     from .gallery_index import GalleryIndex
@@ -136,9 +136,11 @@ def build_gallery(
     for caption in table["caption"].astype(str):
         digest.update(caption.encode() + b"\n")
     cache_file = Path(cache_dir) / f"gallery-{digest.hexdigest()}.npy"
-    if not cache_file.exists():
+    embeddings = read_cached_npy(cache_file, mmap_mode="r")
+    if embeddings is None or embeddings.ndim != 2 or len(embeddings) != len(table):
+        embeddings = None  # not embedded yet, or a damaged file: unmap it, then write it again
         _write_chunks(embedded(), len(table), cache_file)
-    embeddings = np.load(cache_file, mmap_mode="r")
+        embeddings = np.load(cache_file, mmap_mode="r")
     if kind == "exact":
         return Gallery(table, embeddings)
     return Gallery(table, embeddings, open_index(embeddings, kind, index_file(cache_file, kind)))

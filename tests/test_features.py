@@ -3,6 +3,7 @@ gives back what was stored."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,21 @@ def test_pipeline_features_equal_a_plain_forward_and_come_back_from_the_cache(tm
         backbone, paths, device=device, use_cache=False, batch_size=2, num_workers=0
     )
     torch.testing.assert_close(in_process, got, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_a_damaged_cache_entry_is_computed_again(tmp_path):
+    device = resolve_device("cpu")
+    backbone = create_backbone("swclip-lite", device=device).eval()
+    paths = [str(p) for p in sorted(PHOTOS_DIR.glob("*.jpg"))[:2]]
+    good = extract_image_features(backbone, paths, device=device, cache_dir=tmp_path)
+    entries = sorted(tmp_path.rglob("*.npy"))
+    entries[0].write_bytes(entries[0].read_bytes()[:60])  # cut short inside the header
+    entries[1].write_bytes(b"\x93NUMPY" + bytes(range(200)))  # a header that is no header
+    again = extract_image_features(backbone, paths, device=device, cache_dir=tmp_path)
+    torch.testing.assert_close(again, good, atol=1e-6, rtol=0)
+    for entry in entries:  # rewritten whole
+        assert np.load(entry).shape == good.shape[1:]
 
 
 def test_prefetched_batches_come_in_order_and_errors_reach_the_caller():

@@ -202,6 +202,37 @@ def test_exact_search_of_a_cached_gallery_matches_the_in_memory_one(tmp_path):
     assert torch.equal(cached.search(queries, 5)[1], in_memory.search(queries, 5)[1])
 
 
+@pytest.mark.parametrize("damaged", ["embeddings", "index"])
+def test_a_damaged_gallery_cache_is_rebuilt_not_trusted(tmp_path, damaged):
+    table = small_table(500)
+    cpu = torch.device("cpu")
+
+    def gallery():
+        return build_gallery(
+            LocationEncoder(),
+            table,
+            device=cpu,
+            model_fingerprint="a",
+            cache_dir=tmp_path,
+            index="ivf",
+        )
+
+    first = gallery()
+    queries = torch.tensor(np.array(first.embeddings[::7]))  # a copy: the file is cut below
+    expected = first.search(queries, 5)[1]
+    (path,) = tmp_path.glob("gallery-*.npy" if damaged == "embeddings" else "gallery-*.faiss")
+    good = path.read_bytes()
+    del first
+    for cut in (0, 100, len(good) // 2):  # emptied, header cut, data cut short
+        path.write_bytes(good[:cut])
+        LocationEncoder.calls = 0
+        again = gallery()
+        assert LocationEncoder.calls == (1 if damaged == "embeddings" else 0)
+        assert torch.equal(again.search(queries, 5)[1], expected)
+        assert path.read_bytes() == good  # the damaged entry was replaced
+        del again
+
+
 def test_the_command_line_lists_index_kinds_without_loading_torch():
     import subprocess
     import sys
