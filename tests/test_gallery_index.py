@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -218,8 +219,8 @@ def test_a_damaged_gallery_cache_is_rebuilt_not_trusted(tmp_path, damaged):
         )
 
     first = gallery()
-    queries = torch.tensor(np.array(first.embeddings[::7]))  # a copy: the file is cut below
-    expected = first.search(queries, 5)[1]
+    rows = torch.arange(0, len(table), 7)
+    queries = torch.tensor(np.array(first.embeddings[rows]))  # a copy: the file is cut below
     (path,) = tmp_path.glob("gallery-*.npy" if damaged == "embeddings" else "gallery-*.faiss")
     good = path.read_bytes()
     del first
@@ -228,8 +229,13 @@ def test_a_damaged_gallery_cache_is_rebuilt_not_trusted(tmp_path, damaged):
         LocationEncoder.calls = 0
         again = gallery()
         assert LocationEncoder.calls == (1 if damaged == "embeddings" else 0)
-        assert torch.equal(again.search(queries, 5)[1], expected)
-        assert path.read_bytes() == good  # the damaged entry was replaced
+        assert torch.equal(again.search(queries, 1)[1].flatten(), rows)  # each row finds itself
+        # the damaged entry was replaced (k-means under several threads may place the index's
+        # centroids otherwise: its file need not be the same bytes)
+        if damaged == "embeddings":
+            assert path.read_bytes() == good
+        else:
+            assert faiss.read_index(str(path)).ntotal == len(table)
         del again
 
 
