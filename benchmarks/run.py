@@ -240,14 +240,14 @@ def encoders_section(
 ) -> tuple[dict, list[str]]:
     """Run (or resume) the encoders section's ``objectives`` on ``data``; its record (with the
     ``earlier`` records of other data sets and rows kept) and results.md lines."""
-    today = time.strftime("%Y-%m-%d")
+    today, here = time.strftime("%Y-%m-%d"), machine()
     fresh = []
     for record in encoders.run(data, work, seeds, TrainConfig(), objectives):
-        fresh.append({**record, "measured": today})
+        fresh.append({**record, "measured": today, "machine": here})
         print(json.dumps({k: record[k] for k in (*RECORD_KEY, "median_error_m")}), flush=True)
     records = merged(earlier, fresh)
     result = {
-        "machine": machine(),
+        "machine": here,
         "date": today,
         "notes": {d.name: f"{d.note}; {d.epochs} epochs" for d in data},
         "records": records,
@@ -264,16 +264,24 @@ def merged(earlier: list[dict], fresh: list[dict], key: tuple[str, ...] = RECORD
 
 
 def when(records: list[dict]) -> str:
-    """The dates the encoders records were measured on, with the rows of each when they
-    differ."""
-    rows_by_date: dict[str, list[str]] = {}
+    """The dates and machines the encoders records were measured on, with the rows of each when
+    they differ."""
+    rows_by_run: dict[tuple[str, str], list[str]] = {}
     for record in records:
-        rows = rows_by_date.setdefault(record.get("measured") or "an unrecorded date", [])
+        run = (
+            record.get("measured") or "an unrecorded date",
+            record.get("machine") or "an unrecorded machine",
+        )
+        rows = rows_by_run.setdefault(run, [])
         if record["objective"] not in rows:
             rows.append(record["objective"])
-    if len(rows_by_date) == 1:
-        return next(iter(rows_by_date))
-    return "; ".join(f"{date} ({', '.join(rows)})" for date, rows in sorted(rows_by_date.items()))
+    machines = {machine for _, machine in rows_by_run}
+    if len(rows_by_run) == 1:
+        return " on ".join(next(iter(rows_by_run)))
+    dated = {run: f"{run[0]} ({', '.join(rows)})" for run, rows in sorted(rows_by_run.items())}
+    if len(machines) == 1:
+        return "; ".join(dated.values()) + f" on {machines.pop()}"
+    return "; ".join(f"{text} on {machine}" for (_, machine), text in dated.items())
 
 
 def encoders_lines(result: dict) -> list[str]:
@@ -287,9 +295,9 @@ def encoders_lines(result: dict) -> list[str]:
         "",
         f"Backbone swclip-lite, the defaults of `swclip train` and `swclip evaluate` (mode "
         f"prediction, K = 5), seeds {sorted({r['seed'] for r in records})}, 80/20 random and "
-        f"spatial-block splits; figures are mean ± sd over seeds. Measured {when(records)} on "
-        f'{result["machine"]}. `BENCH_ARGS="--section encoders"` re-runs this section alone '
-        "(resumable with --work; `--objectives` re-runs some rows).",
+        f"spatial-block splits; figures are mean ± sd over seeds. Measured {when(records)}. "
+        '`BENCH_ARGS="--section encoders"` re-runs this section alone (resumable with --work; '
+        "`--objectives` re-runs some rows).",
         "",
         *(f"- **{name}**: {note}" for name, note in result["notes"].items()),
         "",
@@ -312,8 +320,11 @@ def only_encoders(
         raise SystemExit(f"not rows of the encoders section: {', '.join(sorted(unknown))}")
     results = out / "results.json"
     earlier = json.loads(results.read_text()).get("encoders", {}) if results.exists() else {}
-    # records from before "measured" was kept carry the date of the run that wrote them
-    kept = [{"measured": earlier.get("date"), **r} for r in earlier.get("records", [])]
+    # records from before "measured" and "machine" were kept carry those of the run that wrote them
+    kept = [
+        {"measured": earlier.get("date"), "machine": earlier.get("machine"), **r}
+        for r in earlier.get("records", [])
+    ]
     rows = objectives or encoders.OBJECTIVES
     result, _ = encoders_section(data, work, seeds, kept, rows)
     result["notes"] = {**earlier.get("notes", {}), **result["notes"]}

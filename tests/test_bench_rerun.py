@@ -143,8 +143,12 @@ def test_table1_refuses_rows_or_seeds_it_does_not_have(tmp_path):
         run.only_table1(tmp_path, tmp_path, (0, 1), ("swclip",))
 
 
-def test_the_encoders_section_says_which_rows_were_measured_when():
-    one_day = [record("clip", 0, 1.0, measured="2026-11-29")]
-    assert run.when(one_day) == "2026-11-29"
-    two_days = [*one_day, record("swclip", 0, 2.0, measured="2026-11-30")]
-    assert run.when(two_days) == "2026-11-29 (clip); 2026-11-30 (swclip)"
+def test_the_encoders_section_says_which_rows_were_measured_when_and_where():
+    one_day = [record("clip", 0, 1.0, measured="2026-11-29", machine="A")]
+    assert run.when(one_day) == "2026-11-29 on A"
+    two_days = [*one_day, record("swclip", 0, 2.0, measured="2026-11-30", machine="A")]
+    assert run.when(two_days) == "2026-11-29 (clip); 2026-11-30 (swclip) on A"
+    elsewhere = [*two_days, record("swclip+knn", 0, 2.0, measured="2026-11-30", machine="B")]
+    assert run.when(elsewhere) == (
+        "2026-11-29 (clip) on A; 2026-11-30 (swclip) on A; 2026-11-30 (swclip+knn) on B"
+    )
