@@ -69,11 +69,22 @@ def knn_weight_for(
         choice = choose_knn_weight(model, knn, cache_dir=cache_dir, **options)
         write_json(path, choice)
     print(
-        f"image-kNN weight {choice['knn_weight']:g}, chosen by cross-validation on "
-        f"{model.run_dir}'s training data (--knn-weight sets it)",
+        f"image-kNN weight {choice['knn_weight']:g}: {how_chosen(choice, model.run_dir)}",
         flush=True,
     )
     return float(choice["knn_weight"])
+
+
+def how_chosen(choice: dict, run_dir: Path) -> str:
+    """What the user is told about a :func:`choose_knn_weight` choice."""
+    if "reason" in choice:
+        return f"the default, not cross-validated ({choice['reason']}); --knn-weight sets it"
+    lowest = float(np.nanmin(choice["validation_median_error_m"]))
+    return (
+        f"chosen by cross-validation on {run_dir}'s training data, the smallest share within one "
+        f"standard error ({choice['standard_error_m']:,.0f} m) of the lowest validation median "
+        f"error ({lowest:,.0f} m); --knn-weight sets it"
+    )
 
 
 def validation_folds(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -328,6 +328,18 @@ def test_validation_folds_hold_out_parts_until_enough_photos(n, folds, held_out)
     assert [v.tolist() for _, v in validation_folds(n, seed=3)] == [v.tolist() for _, v in pairs]
 
 
+def test_the_user_is_told_how_the_share_was_chosen(tmp_path):
+    from swclip_core.knn_weight import how_chosen
+
+    too_few = {"knn_weight": 0.5, "reason": "only 3 training photos to validate on"}
+    assert "the default, not cross-validated (only 3 training photos" in how_chosen(
+        too_few, tmp_path
+    )
+    chosen = {"knn_weight": 0.2, "validation_median_error_m": [9.0, 8.0, 7.0, np.nan]}
+    told = how_chosen({**chosen, "standard_error_m": 1.4}, tmp_path)
+    assert "one standard error (1 m) of the lowest validation median error (7 m)" in told
+
+
 def test_the_share_is_the_smallest_within_one_standard_error_of_the_lowest():
     """Flat validation errors (shares that differ by noise) keep the model alone; a share that
     clearly helps is taken, at the smallest share as good as the best within the noise; the
@@ -401,7 +413,9 @@ def test_without_a_weight_fusion_chooses_it_on_a_validation_split(
     assert weight in WEIGHT_GRID
     monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("the choice was not cached"))
     assert knn_weight_for(model, knn, cache_dir=cache) == weight
-    assert "chosen by cross-validation" in capsys.readouterr().out
+    told = capsys.readouterr().out
+    assert f"image-kNN weight {weight:g}: chosen by cross-validation" in told
+    assert f"within one standard error ({choice['standard_error_m']:,.0f} m)" in told
     after = {p.name for p in caption_run.iterdir()} | {p.name for p in knn_run.iterdir()}
     assert after == before  # nothing written into the model folders
 
