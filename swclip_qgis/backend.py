@@ -27,6 +27,7 @@ SETTING_KEY = "swclip/backend_python"
 CACHE_SETTING_KEY = "swclip/cache_dir"  # the backend's feature cache (SWCLIP_CACHE_DIR)
 ENV_VAR = "SWCLIP_PYTHON"
 PROBE_TIMEOUT_S = 60.0
+NO_BACKEND = "No usable SW-CLIP backend Python"  # how find_backend's message begins
 
 # The packages the worker cannot run without; looked up, not imported (torch takes seconds).
 REQUIRED_PACKAGES = ("torch", "open_clip", "geopandas", "pyogrio", "rasterio")
@@ -213,7 +214,7 @@ def find_backend(timeout: float = PROBE_TIMEOUT_S) -> BackendInfo:
         return probe(python, timeout)
     except BackendNotFound as error:
         raise BackendNotFound(
-            f"No usable SW-CLIP backend Python. Tried {source}: {error}\n"
+            f"{NO_BACKEND}. Tried {source}: {error}\n"
             f"To fix it, set the QGIS setting '{SETTING_KEY}' (or the environment variable "
             f"{ENV_VAR}) to the full path of a Python interpreter in which "
             "`import swclip_core` works, or clear both and "

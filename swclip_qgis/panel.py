@@ -1,9 +1,10 @@
 """The SW-CLIP dock panel: pick a photo layer, train or pick a model, localize, see the result.
 
-Plain Qt widgets over the provider's own Processing algorithms (Train model, Localize layer): the
-dock fills in their parameters and runs them as a background task, so it shares their export,
-checks, cancel, progress, layer names, styles and layer groups. Results are loaded on the main
-thread by Processing's own result handler.
+Plain Qt widgets over the provider's own Processing algorithms (Train model, Localize layer, and
+Create backend environment while there is no usable backend): the dock fills in their parameters
+and runs them as a background task, so it shares their export, checks, cancel, progress, layer
+names, styles and layer groups. Results are loaded on the main thread by Processing's own result
+handler.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -38,19 +40,21 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from .algorithms.train_model import DEFAULT_OBJECTIVE, OBJECTIVES
-from .backend import SETTING_KEY, backend_choice
+from .backend import NO_BACKEND, SETTING_KEY, backend_choice, default_backend_dir
 from .layers import guess_image_field, layer_file_dir
 
 RECENT_RUNS_KEY = "swclip/recent_runs"
 MAX_RECENT_RUNS = 10
 TRAIN_ALGORITHM = "swclip:trainmodel"
 LOCALIZE_ALGORITHM = "swclip:localizelayer"
+CREATE_BACKEND_ALGORITHM = "swclip:createbackend"
 
 
 def recent_runs() -> list[dict]:
@@ -153,10 +157,15 @@ class SwclipDock(QDockWidget):
         self.message_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.message_label)
 
-        layout.addWidget(QLabel(self.tr("Recent runs (double-click a model to use it)")))
+        # Shown once there is a run: a first-time analyst sees the backend right below.
+        self.recent_group = QGroupBox(self.tr("Recent runs"))
         self.recent_list = QListWidget()
+        self.recent_list.setToolTip(self.tr("Double-click a run to localize with its model"))
         self.recent_list.itemActivated.connect(self.use_recent_run)
-        layout.addWidget(self.recent_list)
+        # About six runs high, so that the backend below stays in view in a short dock.
+        self.recent_list.setMaximumHeight(7 * self.recent_list.fontMetrics().height())
+        QVBoxLayout(self.recent_group).addWidget(self.recent_list)
+        layout.addWidget(self.recent_group)
 
         backend = QGroupBox(self.tr("Backend Python"))
         backend_layout = QVBoxLayout(backend)
@@ -171,12 +180,40 @@ class SwclipDock(QDockWidget):
         )
         self.backend_widget.setFilePath(QgsSettings().value(SETTING_KEY, "", type=str))
         self.backend_widget.fileChanged.connect(self.set_backend_python)
+        # Offered while the backend is missing or a run found it unusable: an analyst's first
+        # click should not have to be a trip to the Processing toolbox.
+        self.create_backend_button = QPushButton(self.tr("Create backend environment"))
+        self.create_backend_button.setToolTip(
+            self.tr(
+                "Installs torch, open_clip and the other requirements (about 2 GB from the "
+                "package index, several minutes) into {}"
+            ).format(default_backend_dir())
+        )
+        self.create_backend_button.clicked.connect(self.start_creating_backend)
         backend_layout.addWidget(self.backend_label)
         backend_layout.addWidget(self.backend_widget)
+        backend_layout.addWidget(self.create_backend_button)
         layout.addWidget(backend)
         layout.addStretch(1)
-        self.setWidget(body)
+        # Scrolls rather than squeezes: a short dock would clip the wrapped labels.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # labels wrap to the width
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(body)
+        # As wide as the widgets need, as without the scroll area; only the height scrolls.
+        scroll.setMinimumWidth(
+            body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+        )
+        self.setWidget(scroll)
         self.show_backend()
+        if not self.create_backend_button.isHidden():
+            self.show_message(
+                self.tr(
+                    "No backend Python yet: click Create backend environment below (it downloads "
+                    "about 2 GB and takes several minutes), or choose an existing one there."
+                )
+            )
         self.refresh_recent_runs()
 
     # --- settings and recent runs --------------------------------------------------------------
@@ -196,9 +233,16 @@ class SwclipDock(QDockWidget):
             QgsSettings().remove(SETTING_KEY)
         self.show_backend()
 
-    def show_backend(self) -> None:
+    def show_backend(self, unusable: bool = False) -> None:
+        """Say which Python runs the models; offer to create one if it is missing or
+        ``unusable`` (a run just failed to use it)."""
         python, source = backend_choice()
-        self.backend_label.setText(self.tr("Runs {} (from {})").format(python, source))
+        text = self.tr("Runs {} (from {})").format(python, source)
+        missing = not Path(python).is_file()
+        if missing:
+            text += self.tr(". It does not exist yet.")
+        self.backend_label.setText(text)
+        self.create_backend_button.setVisible(missing or unusable)
 
     def refresh_recent_runs(self) -> None:
         self.recent_list.clear()
@@ -207,6 +251,7 @@ class SwclipDock(QDockWidget):
             item.setToolTip(str(run.get("output", "")))
             item.setData(Qt.UserRole, run.get("model", ""))
             self.recent_list.addItem(item)
+        self.recent_group.setVisible(self.recent_list.count() > 0)
 
     def use_recent_run(self, item: QListWidgetItem) -> None:
         model = item.data(Qt.UserRole)
@@ -270,12 +315,14 @@ class SwclipDock(QDockWidget):
         else:
             reason = feedback.last_error or self.tr("see View > Panels > Log Messages")
             self.show_message(self.tr("Failed: {}").format(reason))
+            self.show_backend(unusable=reason.startswith(NO_BACKEND))
             return
         running["on_done"](results)
 
     def set_busy(self, busy: bool) -> None:
         self.train_button.setEnabled(not busy)
         self.localize_button.setEnabled(not busy)
+        self.create_backend_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.progress_bar.setFormat("%p %")
         if busy:
@@ -284,6 +331,16 @@ class SwclipDock(QDockWidget):
     def cancel(self) -> None:
         if self.running:
             self.running["feedback"].cancel()
+
+    def start_creating_backend(self) -> None:
+        parameters = {"OUTPUT": str(default_backend_dir())}
+        self.run_algorithm(CREATE_BACKEND_ALGORITHM, parameters, self.backend_created)
+
+    def backend_created(self, results: dict) -> None:
+        python = str(results["PYTHON"])
+        self.backend_widget.setFilePath(python)  # the algorithm set the setting; show it
+        self.show_backend()
+        self.show_message(self.tr("Backend ready: {}").format(python))
 
     def start_training(self) -> None:
         chosen = self.selected_input()

@@ -24,6 +24,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsMapSettings,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
@@ -33,13 +34,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from swclip_qgis.backend import ENV_VAR, REQUIRED_PACKAGES, SETTING_KEY
-from swclip_qgis.backend_setup import site_packages
+from swclip_qgis.backend import ENV_VAR, SETTING_KEY, default_backend_dir
 from swclip_qgis.layers import apply_style
 from swclip_qgis.runner import WorkerFailed, run_worker
 
 from .conftest import REPO
-from .qgis_support import photos_in_sweref99, render
+from .qgis_support import photos_in_sweref99, render, stand_in_backend_venv
 
 VENV = REPO / ".venv"
 SWCLIP = VENV / "bin" / "swclip"
@@ -483,19 +483,9 @@ def test_create_backend_makes_a_venv_that_imports_the_bundled_core(
     import processing
 
     # An empty requirements file keeps this offline and fast; the real one is the bundled
-    # requirements.txt, which pip installs the same way. Empty packages stand in for what it
-    # would bring (torch & co.), which the final check looks for: the algorithm completes an
-    # existing environment like this one.
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("", encoding="utf-8")
-    subprocess.run(
-        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(tmp_path / "venv")],
-        check=True,
-    )
-    site = site_packages(tmp_path / "venv" / "bin" / "python")
-    for name in REQUIRED_PACKAGES:
-        (site / name).mkdir()
-        (site / name / "__init__.py").write_text("", encoding="utf-8")
+    # requirements.txt, which pip installs the same way. The algorithm completes an existing
+    # environment like this one.
+    requirements = stand_in_backend_venv(tmp_path)
     feedback = RecordingFeedback()
     results = processing.run(
         "swclip:createbackend",
@@ -515,3 +505,11 @@ def test_create_backend_makes_a_venv_that_imports_the_bundled_core(
     assert Path(prefix) == tmp_path / "venv"
     assert any("Installing" in line for line in feedback.infos)
     assert not any("Creating the virtual environment" in line for line in feedback.infos)
+
+
+def test_create_backend_without_a_folder_means_the_profiles_folder(provider) -> None:
+    # processing.run("swclip:createbackend", {}) from the Python console: Processing alone would
+    # refuse the missing destination although the parameter has a default.
+    algorithm = QgsApplication.processingRegistry().algorithmById("swclip:createbackend")
+    assert algorithm.checkParameterValues({}, QgsProcessingContext()) == (True, "")
+    assert algorithm.parameterDefinition("OUTPUT").defaultValue() == str(default_backend_dir())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from qgis.core import QgsProject, QgsVectorLayer
+import sys
 
-from swclip_qgis.panel import SwclipDock
+import pytest
+from qgis.core import QgsProject, QgsSettings, QgsVectorLayer
+
+from swclip_qgis.backend import SETTING_KEY
+from swclip_qgis.panel import RECENT_RUNS_KEY, SwclipDock, remember_run
 
 
 @pytest.fixture
@@ -25,3 +28,38 @@ def test_the_panel_offers_the_layer_and_preselects_its_image_field(photo_layer):
     dock.layer_combo.setLayer(photo_layer)
     assert dock.field_combo.currentField() == "Image_Path"
     assert dock.selected_input() == (photo_layer, "Image_Path")
+
+
+def test_the_panel_says_when_the_backend_python_does_not_exist(qgis_app, tmp_path) -> None:
+    missing = tmp_path / "venv" / "bin" / "python"
+    QgsSettings().setValue(SETTING_KEY, str(missing))
+    try:
+        dock = SwclipDock(None)
+        assert dock.backend_label.text() == (
+            f"Runs {missing} (from the QGIS setting '{SETTING_KEY}'). It does not exist yet."
+        )
+        assert dock.message_label.text().startswith(
+            "No backend Python yet: click Create backend environment below"
+        )
+        assert not dock.create_backend_button.isHidden()
+        dock.backend_widget.setFilePath(sys.executable)  # the analyst picks an existing one
+        assert dock.backend_label.text().startswith(f"Runs {sys.executable} (from")
+        assert dock.create_backend_button.isHidden()
+    finally:
+        QgsSettings().remove(SETTING_KEY)
+
+
+def test_recent_runs_are_listed_once_there_is_one(qgis_app) -> None:
+    QgsSettings().remove(RECENT_RUNS_KEY)
+    try:
+        dock = SwclipDock(None)
+        assert dock.recent_group.isHidden()  # a first-time analyst sees the backend instead
+        remember_run({"kind": "model", "name": "m1", "model": "/models/m1",
+                      "output": "/models/m1", "time": "2026-11-30 14:00"})  # fmt: skip
+        dock.refresh_recent_runs()
+        assert not dock.recent_group.isHidden()
+        assert dock.recent_list.item(0).text() == "2026-11-30 14:00  model: m1"
+        dock.use_recent_run(dock.recent_list.item(0))
+        assert dock.model_widget.filePath() == "/models/m1"
+    finally:
+        QgsSettings().remove(RECENT_RUNS_KEY)

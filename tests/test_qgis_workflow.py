@@ -33,10 +33,12 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from swclip_qgis.backend import ENV_VAR, SETTING_KEY
+from swclip_qgis import backend_setup, panel
+from swclip_qgis.backend import ENV_VAR, NO_BACKEND, SETTING_KEY
 from swclip_qgis.panel import SwclipDock
 
 from .conftest import PHOTOS
+from .qgis_support import stand_in_backend_venv
 
 EPOCHS = 2
 TASK_GUARD_S = 900.0  # a hang detector far above a real run, not a speed requirement
@@ -341,3 +343,33 @@ def test_the_dock_says_why_a_run_was_refused(provider, imported, model) -> None:
     assert message.startswith("Failed: The field 'filename' holds no existing image file")
     assert "'photo' does" in message
     assert dock.localize_button.isEnabled() and dock.progress_bar.value() == 0
+
+
+def test_the_dock_creates_the_backend_a_run_could_not_use(
+    provider, imported, model, tmp_path, monkeypatch
+) -> None:
+    # Debian's own Python exists but lacks torch & co.: a run fails, and the dock offers what
+    # fixes it. The environment it creates is a stand-in completed offline (see
+    # stand_in_backend_venv); the real one differs only in what pip installs.
+    QgsSettings().setValue(SETTING_KEY, "/usr/bin/python3")
+    requirements = stand_in_backend_venv(tmp_path)
+    monkeypatch.setattr(panel, "default_backend_dir", lambda: tmp_path / "venv")
+    monkeypatch.setattr(backend_setup, "bundled_requirements", lambda: requirements)
+    try:
+        dock = SwclipDock(None)
+        assert dock.create_backend_button.isHidden()  # it exists: nothing to offer yet
+        dock.layer_combo.setLayer(imported)
+        dock.model_widget.setFilePath(str(model))
+        dock.start_localizing()
+        wait_for(lambda: not dock.running)
+        assert dock.message_label.text().startswith(f"Failed: {NO_BACKEND}")
+        assert not dock.create_backend_button.isHidden()
+        dock.create_backend_button.click()
+        wait_for(lambda: not dock.running)
+        python = str(tmp_path / "venv" / "bin" / "python")
+        assert dock.message_label.text() == f"Backend ready: {python}"
+        assert QgsSettings().value(SETTING_KEY, "", type=str) == python
+        assert dock.backend_label.text().startswith(f"Runs {python} (from the QGIS setting")
+        assert dock.create_backend_button.isHidden()
+    finally:
+        QgsSettings().remove(SETTING_KEY)

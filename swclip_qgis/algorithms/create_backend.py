@@ -69,6 +69,14 @@ class CreateBackendAlgorithm(SwclipAlgorithm):
         )
         self.addOutput(QgsProcessingOutputString(self.PYTHON, self.tr("Backend Python")))
 
+    def checkParameterValues(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        # Processing refuses a missing destination even when it has a default, so
+        # processing.run("swclip:createbackend", {}) would fail; the profile's folder is meant.
+        default = {self.OUTPUT: self.parameterDefinition(self.OUTPUT).defaultValue()}
+        return super().checkParameterValues({**default, **parameters}, context)
+
     def processAlgorithm(
         self,
         parameters: dict[str, Any],
