@@ -88,10 +88,12 @@ def create_backend(
         raise WorkerFailed(f"{requirements} is missing; reinstall the plugin", exit_code=None)
     python = venv_python(venv_dir)
     if not python.exists():
+        _stage(feedback, "creating the environment")
         feedback.pushInfo(f"Creating the virtual environment {venv_dir}")
         run_logged([base or base_python(), "-m", "venv", "--system-site-packages", venv_dir],
                    feedback)  # fmt: skip
     feedback.setProgress(10)
+    _stage(feedback, "installing torch & co. (several minutes)")
     feedback.pushInfo(f"Installing {requirements} (this can take several minutes)")
     run_logged(
         [python, "-m", "pip", "install", "--disable-pip-version-check", "-r", requirements],
@@ -99,7 +101,15 @@ def create_backend(
     )
     feedback.setProgress(90)
     (site_packages(python) / PTH_NAME).write_text(f"{bundle_root()}\n", encoding="utf-8")
+    _stage(feedback, "checking the environment")
     info = probe(str(python))
     QgsSettings().setValue(SETTING_KEY, str(python))
     feedback.setProgress(100)
     return info
+
+
+def _stage(feedback: Feedback, text: str) -> None:
+    """Name the step in the progress bar (the dock's; Processing's dialog logs it), where the
+    feedback has one: pip's minutes at one percentage should not look like a hang."""
+    if hasattr(feedback, "setProgressText"):
+        feedback.setProgressText(text)

@@ -270,9 +270,12 @@ class SwclipDock(QDockWidget):
             return None
         return layer, self.field_combo.currentField()
 
-    def run_algorithm(self, algorithm_id: str, parameters: dict, on_done) -> None:
-        """Run a Processing algorithm as a background task; ``on_done(ok, results)`` afterwards,
-        once Processing has loaded (styled, grouped) its output layers."""
+    def run_algorithm(
+        self, algorithm_id: str, parameters: dict, on_done, cancelled: str | None = None
+    ) -> None:
+        """Run a Processing algorithm as a background task; ``on_done(results)`` afterwards,
+        once Processing has loaded (styled, grouped) its output layers. ``cancelled``: what to
+        say if the analyst cancels it (by default: that nothing was written)."""
         algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
         context = QgsProcessingContext()
         context.setProject(QgsProject.instance())
@@ -281,8 +284,14 @@ class SwclipDock(QDockWidget):
         feedback.progressChanged.connect(self.show_progress)
         feedback.progressTextChanged.connect(self.show_stage)
         self.task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
-        self.running = {"context": context, "feedback": feedback, "algorithm": algorithm,
-                        "parameters": parameters, "on_done": on_done}  # fmt: skip
+        self.running = {
+            "context": context,
+            "feedback": feedback,
+            "algorithm": algorithm,
+            "parameters": parameters,
+            "on_done": on_done,
+            "cancelled": cancelled or self.tr("Cancelled; no output was written."),
+        }
         self.task.executed.connect(self.finished)
         self.set_busy(True)
         self.show_message(algorithm.displayName() + " ...")
@@ -310,7 +319,7 @@ class SwclipDock(QDockWidget):
                 running["algorithm"], running["context"], feedback, False, running["parameters"]
             )
         elif feedback.isCanceled():
-            self.show_message(self.tr("Cancelled; no output was written."))
+            self.show_message(running["cancelled"])
             return
         else:
             reason = feedback.last_error or self.tr("see View > Panels > Log Messages")
@@ -334,7 +343,9 @@ class SwclipDock(QDockWidget):
 
     def start_creating_backend(self) -> None:
         parameters = {"OUTPUT": str(default_backend_dir())}
-        self.run_algorithm(CREATE_BACKEND_ALGORITHM, parameters, self.backend_created)
+        # pip leaves what it installed: running it again completes the environment.
+        cancelled = self.tr("Cancelled; click Create backend environment again to complete it.")
+        self.run_algorithm(CREATE_BACKEND_ALGORITHM, parameters, self.backend_created, cancelled)
 
     def backend_created(self, results: dict) -> None:
         python = str(results["PYTHON"])

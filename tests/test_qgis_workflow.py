@@ -365,7 +365,17 @@ def test_the_dock_creates_the_backend_a_run_could_not_use(
         assert dock.message_label.text().startswith(f"Failed: {NO_BACKEND}")
         assert not dock.create_backend_button.isHidden()
         dock.create_backend_button.click()
+        dock.cancel()  # before pip is done: nothing is lost, the button stays
         wait_for(lambda: not dock.running)
+        assert dock.message_label.text() == (
+            "Cancelled; click Create backend environment again to complete it."
+        )
+        assert not dock.create_backend_button.isHidden()
+        stages: list[str] = []
+        monkeypatch.setattr(dock, "show_stage", stages.append)  # the bar's text, as it comes
+        dock.create_backend_button.click()
+        wait_for(lambda: not dock.running)
+        assert stages == ["installing torch & co. (several minutes)", "checking the environment"]
         python = str(tmp_path / "venv" / "bin" / "python")
         assert dock.message_label.text() == f"Backend ready: {python}"
         assert QgsSettings().value(SETTING_KEY, "", type=str) == python
