@@ -18,6 +18,7 @@ from qgis.core import (
     QgsGeometry,
     QgsLayerTreeGroup,
     QgsLayerTreeLayer,
+    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -25,6 +26,7 @@ from qgis.core import (
     QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
+    QgsProcessingUtils,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -85,7 +87,23 @@ def model(provider, imported, tmp_path_factory) -> Path:
     # the command a user can rerun names the model folder, not the hidden staging folder
     [command] = feedback.commands
     assert command.endswith(f"--out {out}") and ".partial" not in command
+    assert feedback.warnings == []  # a folder of the analyst's own: nothing to warn about
     return out
+
+
+def test_a_model_in_processings_temporary_folder_comes_with_a_warning(provider, imported) -> None:
+    import processing
+
+    feedback = Recording()
+    results = processing.run(
+        "swclip:trainmodel",
+        {"INPUT": imported, "EPOCHS": 1, "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
+        feedback=feedback,
+    )
+    out = Path(results["OUTPUT"])
+    assert out.is_relative_to(QgsProcessingUtils.tempFolder()) and (out / "config.json").is_file()
+    [warning] = feedback.warnings
+    assert warning.startswith("This is Processing's temporary folder, which QGIS deletes")
 
 
 class Recording(QgsProcessingFeedback):
@@ -93,11 +111,15 @@ class Recording(QgsProcessingFeedback):
         super().__init__()
         self.infos: list[str] = []
         self.commands: list[str] = []
+        self.warnings: list[str] = []
         self.progress: list[float] = []
         self.progressChanged.connect(self.progress.append)
 
     def pushInfo(self, info: str) -> None:
         self.infos.append(info)
+
+    def pushWarning(self, warning: str) -> None:
+        self.warnings.append(warning)
 
     def pushCommandInfo(self, info: str) -> None:
         self.commands.append(info)

@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
 )
 
 from ..files import staged
@@ -193,4 +194,13 @@ class TrainModelAlgorithm(SwclipAlgorithm):
                 self.tr("cannot move the trained model to {}: {}").format(out, error)
             ) from None
         feedback.pushInfo(self.tr("Model written to {}").format(out))
+        if out.resolve().is_relative_to(Path(QgsProcessingUtils.tempFolder()).resolve()):
+            # Processing's default destination: an analyst would lose the training at exit.
+            feedback.pushWarning(
+                self.tr(
+                    "This is Processing's temporary folder, which QGIS deletes when it closes: "
+                    "copy the model folder elsewhere to keep it, or give Model folder a place of "
+                    "your own next time."
+                )
+            )
         return {self.OUTPUT: str(out)}
