@@ -1,15 +1,16 @@
 """The SW-CLIP dock panel: pick a photo layer, train or pick a model, localize, see the result.
 
-Plain Qt widgets over the provider's own Processing algorithms (Train model, Localize layer, and
-Create backend environment while there is no usable backend): the dock fills in their parameters
-and runs them as a background task, so it shares their export, checks, cancel, progress, layer
-names, styles and layer groups. Results are loaded on the main thread by Processing's own result
-handler.
+Plain Qt widgets over the provider's own Processing algorithms (Train model, Localize layer, then
+Region fairness choropleth when regions are chosen, and Create backend environment while there is
+no usable backend): the dock fills in their parameters and runs them as a background task, so it
+shares their export, checks, cancel, progress, layer names, styles and layer groups. Results are
+loaded on the main thread by Processing's own result handler.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtCore import Qt, QVariant, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -55,6 +56,12 @@ MAX_RECENT_RUNS = 10
 TRAIN_ALGORITHM = "swclip:trainmodel"
 LOCALIZE_ALGORITHM = "swclip:localizelayer"
 CREATE_BACKEND_ALGORITHM = "swclip:createbackend"
+FAIRNESS_ALGORITHM = "swclip:fairnesschoropleth"
+
+
+def figure(value: float, pattern: str) -> str:
+    """``value`` formatted, or "n/a" where it is undefined (NaN: fewer than two regions)."""
+    return "n/a" if math.isnan(value) else pattern.format(value)
 
 
 def recent_runs() -> list[dict]:
@@ -139,7 +146,22 @@ class SwclipDock(QDockWidget):
         self.model_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.localize_button = QPushButton(self.tr("Localize layer"))
         self.localize_button.clicked.connect(self.start_localizing)
+        # Optional: the errors per region as a choropleth, made from the predictions right after.
+        self.regions_combo = QgsMapLayerComboBox()
+        self.regions_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.regions_combo.setAllowEmptyLayer(True)
+        self.regions_combo.setLayer(None)  # a polygon layer in the project is not a request
+        self.regions_combo.setToolTip(
+            self.tr("Also map how well each region's photos were localized (Region fairness "
+                    "choropleth)")
+        )  # fmt: skip
+        self.region_field_combo = QgsFieldComboBox()
+        self.region_field_combo.setFilters(QgsFieldProxyModel.String)
+        self.regions_combo.layerChanged.connect(self.set_regions)
+        self.set_regions(None)
         form.addRow(self.tr("Model folder"), self.model_widget)
+        form.addRow(self.tr("Regions (optional)"), self.regions_combo)
+        form.addRow(self.tr("Region name field"), self.region_field_combo)
         form.addRow(self.localize_button)
         layout.addWidget(localize)
 
@@ -225,6 +247,15 @@ class SwclipDock(QDockWidget):
             guess = guess_image_field(layer, layer_file_dir(layer))
             if guess:
                 self.field_combo.setField(guess)
+
+    def set_regions(self, layer: QgsVectorLayer | None) -> None:
+        """Offer the regions' text fields, a field called name (any case) chosen if there is."""
+        self.region_field_combo.setLayer(layer)
+        self.region_field_combo.setEnabled(isinstance(layer, QgsVectorLayer))
+        if isinstance(layer, QgsVectorLayer):
+            names = [f.name() for f in layer.fields() if f.type() == QVariant.String]
+            named = [n for n in names if n.lower() == "name"]
+            self.region_field_combo.setField((named or names or [""])[0])
 
     def set_backend_python(self, path: str) -> None:
         if path.strip():
@@ -384,6 +415,11 @@ class SwclipDock(QDockWidget):
             self.show_message(self.tr("Choose a trained model folder (or train one)."))
             return
         layer, field = chosen
+        regions = self.regions_combo.currentLayer()
+        region_field = self.region_field_combo.currentField()
+        if regions is not None and not region_field:
+            self.show_message(self.tr("Choose the field that names the regions."))
+            return
         # Kept with the model, so a run's layers outlive the QGIS session.
         folder = Path(model) / "predictions" / f"{layer.name()}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -401,6 +437,35 @@ class SwclipDock(QDockWidget):
             remember_run({"kind": "localize", "name": layer.name(), "model": model,
                           "output": str(folder), "time": stamp})  # fmt: skip
             self.refresh_recent_runs()
-            self.show_message(self.tr("Localized: the layers are in {}").format(folder))
+            localized = self.tr("Localized: the layers are in {}").format(folder)
+            self.show_message(localized)
+            if regions is not None:
+                self.map_regions(results["OUTPUT_POINTS"], regions, region_field, folder, localized)
 
         self.run_algorithm(LOCALIZE_ALGORITHM, parameters, done)
+
+    def map_regions(
+        self, points: str, regions: QgsVectorLayer, field: str, folder: Path, localized: str
+    ) -> None:
+        """The Region fairness choropleth of the predictions just written, into their group."""
+        parameters = {
+            "INPUT": points,
+            "REGIONS": regions,
+            "REGION_FIELD": field,
+            "OUTPUT": QgsProcessingOutputLayerDefinition(
+                str(folder / "region_choropleth.gpkg"), QgsProject.instance()
+            ),
+        }
+
+        def done(results: dict) -> None:
+            figures = self.tr(
+                "{} regions hold photos; their median errors differ up to {}x (Gini of the "
+                "regional mean errors {})."
+            ).format(
+                results["REGIONS_WITH_SAMPLES"],
+                figure(results["MEDIAN_ERROR_MAX_MIN_RATIO"], "{:.1f}"),
+                figure(results["MEAN_ERROR_GINI"], "{:.2f}"),
+            )
+            self.show_message(f"{localized}. {figures}")
+
+        self.run_algorithm(FAIRNESS_ALGORITHM, parameters, done)

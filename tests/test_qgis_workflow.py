@@ -37,6 +37,7 @@ from qgis.core import (
 
 from swclip_qgis import backend_setup, panel
 from swclip_qgis.backend import ENV_VAR, NO_BACKEND, SETTING_KEY
+from swclip_qgis.fairness import gini
 from swclip_qgis.panel import SwclipDock
 
 from .conftest import PHOTOS
@@ -154,6 +155,10 @@ def layer_names(group: QgsLayerTreeGroup) -> list[str]:
     return [n.layer().name() for n in group.children() if isinstance(n, QgsLayerTreeLayer)]
 
 
+def layer_in(group: QgsLayerTreeGroup, name: str):
+    return next(n.layer() for n in group.children() if n.layer().name() == name)
+
+
 def test_the_image_field_is_chosen_by_its_values(provider, imported) -> None:
     assert {"photo", "filename", "directory"} <= set(imported.fields().names())
     dock = SwclipDock(None)
@@ -198,7 +203,7 @@ def test_dock_localizes_then_results_share_one_group_polygons_at_the_bottom(
     [group] = [g for g in groups(project) if g.name() not in before]
     assert group.name() == "SW-CLIP model_photos"
     assert sorted(layer_names(group)) == ["Error lines", "Predicted points"]
-    points = next(n.layer() for n in group.children() if n.layer().name() == "Predicted points")
+    points = layer_in(group, "Predicted points")
     assert points.featureCount() == 41
     # the input's own attributes come first, then the prediction's
     names = [name for name in points.fields().names() if name != "fid"]  # GeoPackage's own
@@ -405,3 +410,30 @@ def test_the_dock_creates_the_backend_a_run_could_not_use(
         assert dock.create_backend_button.isHidden()
     finally:
         QgsSettings().remove(SETTING_KEY)
+
+
+def test_dock_maps_the_errors_per_region_when_regions_are_chosen(provider, imported, model) -> None:
+    project = QgsProject.instance()
+    before = {g.name() for g in groups(project)}
+    regions = region_layer()
+    dock = SwclipDock(None)
+    assert dock.regions_combo.currentLayer() is None  # a polygon layer alone asks for nothing
+    dock.layer_combo.setLayer(imported)
+    dock.model_widget.setFilePath(str(model))
+    dock.regions_combo.setLayer(regions)
+    assert dock.region_field_combo.currentField() == "name"
+    dock.start_localizing()
+    wait_for(lambda: not dock.running)  # localize, then the choropleth of its predictions
+
+    [group] = [g for g in groups(project) if g.name() not in before]
+    assert sorted(layer_names(group)) == ["Error lines", "Predicted points", "Region choropleth"]
+    choropleth = layer_in(group, "Region choropleth")
+    figures = [(f["n"], f["median_error_m"], f["mean_error_m"]) for f in choropleth.getFeatures()]
+    assert sorted(n for n, _, _ in figures) == [12, 29]  # France, Lund
+    medians = [median for _, median, _ in figures]
+    folder = Path(choropleth.source().split("|")[0]).parent
+    assert dock.message_label.text() == (
+        f"Localized: the layers are in {folder}. 2 regions hold photos; their median errors "
+        f"differ up to {max(medians) / min(medians):.1f}x (Gini of the regional mean errors "
+        f"{gini([mean for _, _, mean in figures]):.2f})."
+    )
