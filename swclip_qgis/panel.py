@@ -340,8 +340,8 @@ class SwclipDock(QDockWidget):
         # Loading the results reports progress of its own: the run's bar stays where it ended.
         feedback.progressChanged.disconnect(self.show_progress)
         self.set_busy(False)
-        if not ok:
-            self.progress_bar.setValue(0)
+        # A quick algorithm may not report progress at all: a success ends full either way.
+        self.progress_bar.setValue(100 if ok else 0)
         feedback.progressTextChanged.disconnect(self.show_stage)
         if ok:
             from processing.gui.Postprocessing import handleAlgorithmResults

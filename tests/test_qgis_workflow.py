@@ -424,6 +424,7 @@ def test_dock_maps_the_errors_per_region_when_regions_are_chosen(provider, impor
     assert dock.region_field_combo.currentField() == "name"
     dock.start_localizing()
     wait_for(lambda: not dock.running)  # localize, then the choropleth of its predictions
+    assert dock.progress_bar.value() == 100
 
     [group] = [g for g in groups(project) if g.name() not in before]
     assert sorted(layer_names(group)) == ["Error lines", "Predicted points", "Region choropleth"]
