@@ -254,12 +254,15 @@ def evaluate(
     ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
     Returns per-photo ``predictions`` (a data frame) and ``summary`` figures; ``figures=False``
     leaves out SSI and City-Align (NaN), which compare every pair of the evaluated photos.
+    ``context["photos_seen_in_training"]`` counts the photos that trained ``model`` (their
+    errors measure its fit, not its accuracy on new photos).
     """
     from .errors import InputError, ModelError
     from .evaluation import evaluate as score
     from .fusion import KNN_WEIGHT
     from .io import default_cache_dir
     from .objectives.image_knn import KNN_TEMPERATURE
+    from .runs import seen_in_training
 
     knn = model.knn
     if knn is not None and (fuse is not None or not _is_training_gallery(gallery)):
@@ -275,7 +278,7 @@ def evaluate(
                 "`swclip train --objective image-knn`"
             )
     table = gallery_table(model, gallery) if protocol == "open" and model.knn is None else None
-    return score(
+    evaluation = score(
         model.network,
         model.config,
         samples,
@@ -296,6 +299,10 @@ def evaluate(
         knn_temperature=KNN_TEMPERATURE if knn_temperature is None else knn_temperature,
         figures=figures,
     )
+    if model.run_dir is not None:
+        seen = seen_in_training(samples, model.run_dir)
+        evaluation.context["photos_seen_in_training"] = int(seen.sum())
+    return evaluation
 
 
 def localize(

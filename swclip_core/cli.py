@@ -217,6 +217,21 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
     return options, skipped
 
 
+WARNING_PREFIX = "swclip: warning: "  # on stderr; the plugin's dock shows such lines
+
+
+def warn_if_trained_on(seen: int, n: int, model: Path) -> None:
+    """Say so when photos being scored trained the model: an analyst who localizes the layer
+    the model was trained on would otherwise read its fit as its accuracy."""
+    if seen:
+        print(
+            f"{WARNING_PREFIX}{seen:,} of these {n:,} photos trained the model {model} (the same "
+            "image files): their errors show how well it fits the photos it was trained on, not "
+            "how well it localizes new ones; judge it on photos it has not seen",
+            file=sys.stderr,
+        )
+
+
 def region_polygons(args: argparse.Namespace):
     """The --regions polygons and their name field, for the fairness choropleth (or None)."""
     if not getattr(args, "regions", None) or args.regions_as != "region":
@@ -236,6 +251,7 @@ def command_predict(args: argparse.Namespace) -> int:
     from .evaluation import localize_in_shares
     from .metrics import error_summary
     from .outputs import render_error_map, write_error_surface, write_prediction_chunks
+    from .runs import seen_in_training
 
     if args.out.suffix.lower() != ".gpkg":
         raise InputError(f"--out must be a GeoPackage file ending in .gpkg, got {args.out}")
@@ -259,6 +275,7 @@ def command_predict(args: argparse.Namespace) -> int:
     first = next(chunks)  # there is always one: the input's CRS is the output's default
     out_crs = args.out_crs or first.attrs.get("source_crs", "EPSG:4326")
     joins: list[list[dict]] = []
+    seen = []  # per chunk: how many of its photos trained the model
 
     def localized():
         for chunk in itertools.chain([first], chunks):
@@ -266,6 +283,7 @@ def command_predict(args: argparse.Namespace) -> int:
             if not chunk.empty:
                 chunk = enrich(chunk, args, report=False)
                 joins.append(chunk.attrs.get("joins", []))
+                seen.append(int(seen_in_training(chunk, args.model).sum()))
                 # under torchrun: localized in shares, the rows on rank 0 (None elsewhere)
                 predictions = localize_in_shares(chunk, **options)
                 if predictions is not None:
@@ -290,6 +308,7 @@ def command_predict(args: argparse.Namespace) -> int:
     gallery = options["gallery"]
     gallery_size = len(options["knn"].table) if gallery is None else len(gallery)
     print(f"localized {len(predictions)} photos against {gallery_size} gallery locations")
+    warn_if_trained_on(sum(seen), len(predictions), args.model)
     errors = predictions["error_m"].to_numpy(dtype=float)
     s = error_summary(errors[np.isfinite(errors)])
     if s["n"]:
@@ -314,11 +333,15 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import TABLE1_COLUMNS
     from .io import write_json
     from .outputs import format_table
+    from .runs import seen_in_training
 
     samples, evaluation = run_evaluation(args, args.protocol)
     if evaluation is None:  # under torchrun, rank 0 reports
         return EXIT_OK
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
+    seen = int(seen_in_training(samples, args.model).sum())
+    evaluation.context["photos_seen_in_training"] = seen  # in --json too
+    warn_if_trained_on(seen, len(samples), args.model)
     s = evaluation.summary
     queries = evaluation.context["neighbour_queries"]
     if queries < s["n"]:

@@ -17,6 +17,7 @@ module's.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import random
 import re
@@ -256,3 +257,21 @@ def training_gallery(run_dir: Path) -> pd.DataFrame:
     if not path.exists():
         raise InputError(f"{run_dir} has no {TRAIN_SAMPLES}; pass --gallery with a locations file")
     return pd.read_csv(path, dtype={"sample_id": str})
+
+
+def _file_key(path: str) -> str:
+    """One spelling per file path (absolute, case-folded where the OS ignores case)."""
+    return os.path.normcase(os.path.abspath(os.path.expanduser(path)))
+
+
+def seen_in_training(samples: pd.DataFrame, run_dir: Path) -> np.ndarray:
+    """Which of ``samples``' photos trained the model in ``run_dir`` (the same image file, as
+    ``train_samples.csv`` lists them). Their errors measure the fit to the training photos, not
+    localization of new ones; in the open protocol their own locations are in the default
+    gallery. All False for a model folder that does not list its photos."""
+    try:
+        trained = pd.read_csv(Path(run_dir) / TRAIN_SAMPLES, usecols=["image_path"], dtype=str)
+    except (OSError, ValueError):  # absent, unreadable, or no image_path column
+        return np.zeros(len(samples), dtype=bool)
+    keys = {_file_key(p) for p in trained["image_path"].dropna()}
+    return np.array([_file_key(str(p)) in keys for p in samples["image_path"]], dtype=bool)

@@ -50,6 +50,7 @@ from qgis.PyQt.QtWidgets import (
 from .algorithms.train_model import DEFAULT_OBJECTIVE, OBJECTIVES
 from .backend import NO_BACKEND, SETTING_KEY, backend_choice, default_backend_dir
 from .layers import guess_image_field, layer_file_dir
+from .runner import BACKEND_WARNING
 
 RECENT_RUNS_KEY = "swclip/recent_runs"
 MAX_RECENT_RUNS = 10
@@ -82,13 +83,19 @@ def remember_run(run: dict) -> None:
 
 class DockFeedback(QgsProcessingFeedback):
     """Processing feedback whose stage text ("epoch 2/5") reaches the dock as a signal, and
-    which keeps the error that stopped the algorithm."""
+    which keeps the error that stopped the algorithm and the backend's own warnings."""
 
     progressTextChanged = pyqtSignal(str)
 
     def __init__(self) -> None:
         super().__init__()
         self.last_error = ""
+        self.warnings: list[str] = []
+
+    def pushWarning(self, warning: str) -> None:
+        if warning.startswith(BACKEND_WARNING):  # not the skipped records' details
+            self.warnings.append(warning[len(BACKEND_WARNING) :])
+        super().pushWarning(warning)
 
     def setProgressText(self, text: str) -> None:
         self.progressTextChanged.emit(text)
@@ -105,6 +112,7 @@ class SwclipDock(QDockWidget):
         super().__init__("SW-CLIP", parent)
         self.setObjectName("SwclipDock")
         self.task: QgsProcessingAlgRunnerTask | None = None
+        self.notes: list[str] = []  # the backend's warnings since the analyst's last click
         self.running: dict[str, Any] = {}  # what the finished task needs: context, feedback...
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -292,7 +300,8 @@ class SwclipDock(QDockWidget):
     # --- running -------------------------------------------------------------------------------
 
     def show_message(self, text: str) -> None:
-        self.message_label.setText(text)
+        """``text``, then the backend's warnings about this run (see :attr:`notes`)."""
+        self.message_label.setText("\n".join([text, *(f"Warning: {n}" for n in self.notes)]))
 
     def selected_input(self) -> tuple[QgsVectorLayer, str] | None:
         layer = self.layer_combo.currentLayer()
@@ -337,6 +346,7 @@ class SwclipDock(QDockWidget):
     def finished(self, ok: bool, results: dict) -> None:
         running, self.running, self.task = self.running, {}, None
         feedback = running["feedback"]
+        self.notes += feedback.warnings
         # Loading the results reports progress of its own: the run's bar stays where it ended.
         feedback.progressChanged.disconnect(self.show_progress)
         self.set_busy(False)
@@ -373,6 +383,7 @@ class SwclipDock(QDockWidget):
             self.running["feedback"].cancel()
 
     def start_creating_backend(self) -> None:
+        self.notes = []
         parameters = {"OUTPUT": str(default_backend_dir())}
         # pip leaves what it installed: running it again completes the environment.
         cancelled = self.tr("Cancelled; click Create backend environment again to complete it.")
@@ -385,6 +396,7 @@ class SwclipDock(QDockWidget):
         self.show_message(self.tr("Backend ready: {}").format(python))
 
     def start_training(self) -> None:
+        self.notes = []
         chosen = self.selected_input()
         out = self.new_model_widget.filePath().strip()
         if chosen is None:
@@ -407,6 +419,7 @@ class SwclipDock(QDockWidget):
         self.show_message(self.tr("Model trained: {}").format(out))
 
     def start_localizing(self) -> None:
+        self.notes = []
         chosen = self.selected_input()
         model = self.model_widget.filePath().strip()
         if chosen is None:

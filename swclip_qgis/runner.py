@@ -39,6 +39,9 @@ STDERR_TAIL_LINES = 20
 STDERR_LINE_CHARS = 2000
 MAX_LINE_CHARS = 1_000_000  # a protocol line is a few hundred characters; this is a broken one
 EXIT_PARTIAL = 4  # the command finished but skipped some records (listed in skipped.csv)
+# How the backend's warnings begin on stderr (swclip_core.cli.WARNING_PREFIX; a test keeps them
+# equal).
+BACKEND_WARNING = "swclip: warning: "
 # New process group on POSIX, so that stopping the worker also stops the children it started.
 _OWN_GROUP = os.name == "posix"
 
@@ -323,7 +326,12 @@ class _Follower:
             if text and hasattr(self.feedback, "setProgressText"):
                 self.feedback.setProgressText(text)
         elif kind == "log":
-            self.feedback.pushInfo(message["message"])
+            # What the command writes to stderr is what it warns about (skipped records, photos
+            # the model was trained on): Processing's log shows warnings in their own colour.
+            if message.get("stream") == "stderr" and hasattr(self.feedback, "pushWarning"):
+                self.feedback.pushWarning(message["message"])
+            else:
+                self.feedback.pushInfo(message["message"])
 
     def show_progress(self, fraction: float) -> None:
         """Map the worker's fraction onto the span; never move the bar backwards."""

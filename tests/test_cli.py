@@ -109,11 +109,48 @@ def test_evaluate_prints_table1_and_writes_json(photo_run, tmp_path, capsys, fea
         ]
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     for column in ("median_error_m", "r_at_1", "geo_align", "ssi", "city_align"):
-        assert column in printed
-    summary = json.loads(out.read_text())["summary"]
+        assert column in printed.out
+    figures = json.loads(out.read_text())
+    summary = figures["summary"]
     assert 0.0 <= summary["r_at_1"] <= 1.0 and summary["n"] == 41
+    # the very photos it was trained on: said, and kept with the figures
+    assert figures["context"]["photos_seen_in_training"] == 41
+    assert f"swclip: warning: 41 of these 41 photos trained the model {photo_run}" in printed.err
+
+
+def test_predict_counts_the_photos_the_model_was_trained_on(
+    photo_run, tmp_path, capsys, feature_cache
+) -> None:
+    # Two training photos (one path spelled another way) and a copy of a third: the copy is a
+    # file the model has not read, so only two count.
+    copy = tmp_path / "copies" / "lund_03.jpg"
+    copy.parent.mkdir()
+    shutil.copyfile(PHOTOS / "lund_03.jpg", copy)
+    paths = [PHOTOS / "lund_01.jpg", PHOTOS / ".." / PHOTOS.name / "lund_02.jpg", copy]
+    rows = []
+    for path in paths:
+        lat, lon = read_exif_gps(path)
+        rows.append({"image_path": str(path), "lat": lat, "lon": lon})
+    table = tmp_path / "photos.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    out = tmp_path / "pred.gpkg"
+    args = ["--model", str(photo_run), "--out", str(out), "--cache-dir", str(feature_cache)]
+    assert main(["predict", str(table), *args]) == 0
+    assert "swclip: warning: 2 of these 3 photos trained the model" in capsys.readouterr().err
+    (copy.parent / "lund_01.jpg").write_bytes((PHOTOS / "lund_01.jpg").read_bytes())
+    assert main(["predict", str(copy.parent), *args]) == 0  # copies only: nothing to warn of
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_the_library_counts_the_photos_a_model_was_trained_on(photo_run, feature_cache) -> None:
+    import swclip_core
+
+    model = swclip_core.load_model(photo_run, "cpu")
+    samples = swclip_core.read_samples(PHOTOS).iloc[:5]
+    evaluation = swclip_core.localize(samples, model, cache_dir=feature_cache)
+    assert evaluation.context["photos_seen_in_training"] == 5
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(photo_run, capsys):

@@ -365,6 +365,9 @@ def test_evaluate_writes_table1_report(provider, photo_layer, trained, tmp_path)
     text = html.read_text()
     for label in ("Median error (m)", "R@1", "Geo-Align", "SSI", "City-Align"):
         assert label in text
+    # the model was trained on these very photos: the report says so first
+    assert figures["context"]["photos_seen_in_training"] == 41
+    assert "<strong>41 of the evaluated photos trained this model</strong>" in text
 
 
 @pytest.mark.slow

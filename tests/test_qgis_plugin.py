@@ -99,6 +99,10 @@ def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
     assert base.RETRIEVAL_METHODS == config.METHODS  # the first is the default of both
     assert base.MODE_RADIUS_M == config.MODE_RADIUS_M
     assert base.PRECISIONS[1:] == config.PRECISIONS  # "default": no --precision
+    from swclip_core.cli import WARNING_PREFIX
+    from swclip_qgis.runner import BACKEND_WARNING
+
+    assert BACKEND_WARNING == WARNING_PREFIX  # the dock shows the lines that begin so
 
 
 def test_metadata_has_what_qgis_and_the_plugin_repository_need() -> None:

@@ -227,3 +227,37 @@ def test_run_logged_stops_a_command_that_closes_its_output_and_lingers(tmp_path)
         run_guarded(run_logged, [script], feedback, grace_s=1.0, end_grace_s=1.0)
     assert "did not exit" in str(caught.value)
     assert feedback.infos == ["step 1"]
+
+
+class WarningRecorder(Recorder):
+    """A feedback that can show warnings apart, as QgsProcessingFeedback does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def pushWarning(self, warning: str) -> None:
+        self.warnings.append(warning)
+
+
+def test_what_the_backend_writes_to_stderr_is_shown_as_a_warning(tmp_path) -> None:
+    def log(message: str, stream: str) -> str:
+        line = {"type": "log", "message": message, "stream": stream}
+        return f"print(json.dumps({line!r}), flush=True)"
+
+    python = fake_backend(
+        tmp_path,
+        "\n".join([log("localized 3 photos", "stdout"),
+                   log("swclip: warning: 3 of these 3 photos trained the model", "stderr"),
+                   RESULT]),
+    )  # fmt: skip
+    feedback = WarningRecorder()
+    run_guarded(run_worker, "predict", [], feedback, python=python, **FAST)
+    assert feedback.infos == ["localized 3 photos"]
+    assert feedback.warnings == ["swclip: warning: 3 of these 3 photos trained the model"]
+    plain = Recorder()  # a feedback without warnings gets them as information
+    run_guarded(run_worker, "predict", [], plain, python=python, **FAST)
+    assert plain.infos == [
+        "localized 3 photos",
+        "swclip: warning: 3 of these 3 photos trained the model",
+    ]

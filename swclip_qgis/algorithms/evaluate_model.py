@@ -42,6 +42,17 @@ def format_figure(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
+def seen_note(context: dict[str, Any]) -> str:
+    """A warning paragraph when photos that trained the model were scored, else nothing."""
+    seen = context.get("photos_seen_in_training") or 0
+    if not seen:
+        return ""
+    return (
+        f"<p><strong>{seen:,} of the evaluated photos trained this model</strong>: these "
+        "figures measure how well it fits them, not how well it localizes new photos.</p>"
+    )
+
+
 def html_report(summary: dict[str, Any], context: dict[str, Any], title: str) -> str:
     """A self-contained HTML page: the Table-1 row, the accuracy radii and the run's context."""
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in TABLE1)
@@ -61,7 +72,7 @@ def html_report(summary: dict[str, Any], context: dict[str, Any], title: str) ->
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #999;padding:4px 10px;text-align:right}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
+        f"<h1>{html.escape(title)}</h1>{seen_note(context)}"
         f"<h2>Table 1 figures</h2><table><tr><th>method</th>{head}</tr>"
         f"<tr><td>{html.escape(str(context.get('objective', '')))}</td>{row}</tr></table>"
         f"<h2>Accuracy</h2><table>{accuracy}</table>"
