@@ -7,6 +7,7 @@ fields photo (full path), filename (name without extension), directory, altitude
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -442,3 +443,43 @@ def test_dock_maps_the_errors_per_region_when_regions_are_chosen(provider, impor
         "their errors show how well it fits the photos it was trained on, not how well it "
         "localizes new ones; judge it on photos it has not seen"
     )
+
+
+def test_a_training_interrupted_by_qgis_closing_can_be_continued(
+    provider, imported, tmp_path
+) -> None:
+    import processing
+
+    def train(out: Path, epochs: int, **extra) -> Recording:
+        feedback = Recording()
+        processing.run(
+            "swclip:trainmodel",
+            {"INPUT": imported, "EPOCHS": epochs, "OUTPUT": str(out), **extra},
+            feedback=feedback,
+        )
+        return feedback
+
+    def left_by_a_crash(name: str) -> Path:
+        # what a training to tmp_path/name leaves when QGIS dies after its second epoch: the
+        # hidden staging folder with the epochs done (the backend released its lock on exit)
+        train(tmp_path / "done", 2)
+        staging = tmp_path / f".{name}.0badcafe.partial"
+        (tmp_path / "done").rename(staging)
+        return staging
+
+    with pytest.raises(QgsProcessingException, match="no interrupted training of"):
+        train(tmp_path / "model", 3, RESUME=True)
+
+    staging = left_by_a_crash("model")
+    feedback = train(tmp_path / "model", 3, RESUME=True)
+    assert f"Continuing the interrupted training in {staging} after epoch 2" in feedback.infos
+    epochs = (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in epochs] == [1, 2, 3]  # two kept, one more
+    assert not staging.exists()
+
+    staging = left_by_a_crash("fresh")
+    feedback = train(tmp_path / "fresh", 1)  # not asked to continue: said, then replaced
+    assert any(f"{staging} holds an interrupted training" in w and "(2 epochs done)" in w
+               for w in feedback.warnings)  # fmt: skip
+    assert len((tmp_path / "fresh" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not staging.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -16,7 +18,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..files import staged
+from ..files import CHECKPOINT, epochs_done, interrupted_trainings, staged
 from .base import SwclipAlgorithm
 
 # The objectives of `swclip train --objective` (swclip_core/objectives/registry.py), in menu order.
@@ -56,7 +58,9 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         "spatially weighted loss) and hybrid-infonce (the same without spatial weights).\n\n"
         "The output folder holds config.json (every setting), checkpoint.pt, metrics.jsonl and "
         "train_samples.csv (the default gallery of Localize layer). It is written complete or "
-        "not at all: cancelling leaves nothing behind.\n\n"
+        "not at all: cancelling leaves nothing behind. If QGIS closes or crashes during a "
+        'training, the epochs done so far are kept aside: run again with "Continue an '
+        'interrupted training" (advanced) and the same settings to go on from there.\n\n'
         "Optional region polygons and named streets fill each photo's region and street "
         "where the layer has none (`swclip train --regions/--streets`): the location captions "
         "then name the place.\n\n"
@@ -79,6 +83,7 @@ class TrainModelAlgorithm(SwclipAlgorithm):
     LAMBDA_FAIR = "LAMBDA_FAIR"
     BATCH_SIZE = "BATCH_SIZE"
     SEED = "SEED"
+    RESUME = "RESUME"
     OUTPUT = "OUTPUT"
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
@@ -143,6 +148,14 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=0)
         )
         self.add_runtime()
+        self.add_advanced(
+            QgsProcessingParameterBoolean(
+                self.RESUME,
+                self.tr("Continue an interrupted training of this model folder (QGIS closed "
+                        "or crashed during it; same settings)"),
+                defaultValue=False,
+            )
+        )  # fmt: skip
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Model folder"))
         )
@@ -154,10 +167,12 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         out = Path(self.parameterAsString(parameters, self.OUTPUT, context))
-        if (out / "checkpoint.pt").exists():
+        if (out / CHECKPOINT).exists():
             raise QgsProcessingException(
                 self.tr("{} already holds a trained model; choose another model folder").format(out)
             )
+        interrupted = interrupted_trainings(out)
+        resumed = self.resumed_training(parameters, context, feedback, out, interrupted)
         folder = self.work_dir()
         samples, _crs = self.export_input(parameters, context, feedback, folder)
         value = self.parameterAsDouble
@@ -184,8 +199,10 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             args += ["--pretrained", pretrained]
         # Train into a hidden sibling and rename it when complete: a cancelled, failed or killed
         # run leaves no folder that looks like a model.
+        if resumed is not None:
+            args.append("--resume")
         try:
-            with staged(out) as staging:
+            with staged(out, reuse=resumed) as staging:
                 self.run_backend(
                     "train", [*args, "--out", staging], feedback, shown_args=[*args, "--out", out]
                 )
@@ -194,6 +211,9 @@ class TrainModelAlgorithm(SwclipAlgorithm):
                 self.tr("cannot move the trained model to {}: {}").format(out, error)
             ) from None
         feedback.pushInfo(self.tr("Model written to {}").format(out))
+        for superseded in interrupted:
+            if superseded != resumed:  # the model in ``out`` replaces what they held
+                shutil.rmtree(superseded, ignore_errors=True)
         if out.resolve().is_relative_to(Path(QgsProcessingUtils.tempFolder()).resolve()):
             # Processing's default destination: an analyst would lose the training at exit.
             feedback.pushWarning(
@@ -204,3 +224,42 @@ class TrainModelAlgorithm(SwclipAlgorithm):
                 )
             )
         return {self.OUTPUT: str(out)}
+
+    def resumed_training(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        out: Path,
+        interrupted: list[Path],
+    ) -> Path | None:
+        """The interrupted training of ``out`` to continue, if asked for; else None, with a word
+        about the one this run will replace."""
+        resume = self.parameterAsBoolean(parameters, self.RESUME, context)
+        if not interrupted:
+            if resume:
+                raise QgsProcessingException(
+                    self.tr(
+                        "There is no interrupted training of {} to continue (its epochs would "
+                        "be in a hidden folder beside it); untick Continue an interrupted "
+                        "training to start one"
+                    ).format(out)
+                )
+            return None
+        latest = interrupted[0]
+        done = epochs_done(latest)
+        if resume:
+            feedback.pushInfo(
+                self.tr("Continuing the interrupted training in {} after epoch {}").format(
+                    latest, done
+                )
+            )
+            return latest
+        feedback.pushWarning(
+            self.tr(
+                "{} holds an interrupted training of this model folder ({} epochs done); this "
+                "run starts afresh and replaces it when it finishes. To go on from there "
+                "instead, cancel and run again with Continue an interrupted training (advanced)."
+            ).format(latest, done)
+        )
+        return None
