@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .algorithms.train_model import DEFAULT_OBJECTIVE, OBJECTIVES
 from .backend import NO_BACKEND, SETTING_KEY, backend_choice, default_backend_dir
+from .files import CHECKPOINT
 from .layers import guess_image_field, layer_file_dir
 from .runner import BACKEND_WARNING
 
@@ -63,6 +65,12 @@ FAIRNESS_ALGORITHM = "swclip:fairnesschoropleth"
 def figure(value: float, pattern: str) -> str:
     """``value`` formatted, or "n/a" where it is undefined (NaN: fewer than two regions)."""
     return "n/a" if math.isnan(value) else pattern.format(value)
+
+
+def run_folder_name(*parts: str) -> str:
+    """A new folder's name from ``parts`` and the time, safe on every file system."""
+    name = "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
+    return re.sub(r"[^\w.-]+", "_", name)
 
 
 def recent_runs() -> list[dict]:
@@ -405,7 +413,12 @@ class SwclipDock(QDockWidget):
             self.show_message(self.tr("Choose a new folder for the model."))
             return
         layer, field = chosen
-        parameters = {"INPUT": layer, "IMAGE_FIELD": field, "OUTPUT": out,
+        folder = Path(out)
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / CHECKPOINT).exists():
+            # The picker offers existing folders: one that holds other things (other models, a
+            # project) gets the model in a new folder inside it.
+            folder /= run_folder_name(layer.name(), self.objective_combo.currentText())
+        parameters = {"INPUT": layer, "IMAGE_FIELD": field, "OUTPUT": str(folder),
                       "OBJECTIVE": self.objective_combo.currentIndex(),
                       "EPOCHS": self.epochs_spin.value()}  # fmt: skip
         self.run_algorithm(TRAIN_ALGORITHM, parameters, self.training_done)
@@ -434,7 +447,7 @@ class SwclipDock(QDockWidget):
             self.show_message(self.tr("Choose the field that names the regions."))
             return
         # Kept with the model, so a run's layers outlive the QGIS session.
-        folder = Path(model) / "predictions" / f"{layer.name()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = Path(model) / "predictions" / run_folder_name(layer.name())
         folder.mkdir(parents=True, exist_ok=True)
         parameters = {"INPUT": layer, "IMAGE_FIELD": field, "MODEL": model}
         for name, file_name in (("OUTPUT_POINTS", "predicted_points.gpkg"),

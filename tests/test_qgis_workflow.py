@@ -483,3 +483,39 @@ def test_a_training_interrupted_by_qgis_closing_can_be_continued(
                for w in feedback.warnings)  # fmt: skip
     assert len((tmp_path / "fresh" / "metrics.jsonl").read_text().splitlines()) == 1
     assert not staging.exists()
+
+
+def test_a_model_folder_that_holds_other_things_is_refused_before_training(
+    provider, imported, tmp_path
+) -> None:
+    import processing
+
+    (tmp_path / "notes.txt").write_text("the analyst's own file")
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path, tmp_path / "a-file"):
+        feedback = Recording()
+        with pytest.raises(QgsProcessingException, match="is not an empty folder"):
+            processing.run(
+                "swclip:trainmodel",
+                {"INPUT": imported, "EPOCHS": 1, "OUTPUT": str(out)},
+                feedback=feedback,
+            )
+        assert feedback.commands == []  # refused before the backend started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes.txt"]
+
+
+def test_the_dock_trains_into_a_new_folder_inside_a_folder_of_models(
+    provider, imported, tmp_path
+) -> None:
+    (tmp_path / "older-model").mkdir()
+    dock = SwclipDock(None)
+    dock.layer_combo.setLayer(imported)
+    dock.epochs_spin.setValue(1)
+    dock.new_model_widget.setFilePath(str(tmp_path))  # the picker's existing folder
+    dock.start_training()
+    wait_for(lambda: not dock.running)
+    [made] = [p for p in tmp_path.iterdir() if p.name != "older-model"]
+    assert made.name.startswith(f"{imported.name()}-swclip-")
+    assert (made / "checkpoint.pt").is_file()
+    assert dock.message_label.text() == f"Model trained: {made}"
+    assert dock.model_widget.filePath() == str(made)

@@ -171,6 +171,14 @@ class TrainModelAlgorithm(SwclipAlgorithm):
             raise QgsProcessingException(
                 self.tr("{} already holds a trained model; choose another model folder").format(out)
             )
+        # Checked now, not when the trained model is moved there: that would waste the training.
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise QgsProcessingException(
+                self.tr(
+                    "{} is not an empty folder; the model needs a new or empty folder of its own "
+                    "(for example {})"
+                ).format(out, out / "model")
+            )
         interrupted = interrupted_trainings(out)
         resumed = self.resumed_training(parameters, context, feedback, out, interrupted)
         folder = self.work_dir()
