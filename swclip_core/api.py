@@ -254,8 +254,9 @@ def evaluate(
     ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
     Returns per-photo ``predictions`` (a data frame) and ``summary`` figures; ``figures=False``
     leaves out SSI and City-Align (NaN), which compare every pair of the evaluated photos.
-    ``context["photos_seen_in_training"]`` counts the photos that trained ``model`` (their
-    errors measure its fit, not its accuracy on new photos).
+    ``predictions["in_training"]`` marks the photos that trained ``model`` and
+    ``context["photos_seen_in_training"]`` counts them (their errors measure its fit, not its
+    accuracy on new photos).
     """
     from .errors import InputError, ModelError
     from .evaluation import evaluate as score
@@ -300,7 +301,8 @@ def evaluate(
         figures=figures,
     )
     if model.run_dir is not None:
-        seen = seen_in_training(samples, model.run_dir)
+        seen = seen_in_training(evaluation.predictions, model.run_dir)
+        evaluation.predictions["in_training"] = seen
         evaluation.context["photos_seen_in_training"] = int(seen.sum())
     return evaluation
 

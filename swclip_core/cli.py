@@ -275,7 +275,7 @@ def command_predict(args: argparse.Namespace) -> int:
     first = next(chunks)  # there is always one: the input's CRS is the output's default
     out_crs = args.out_crs or first.attrs.get("source_crs", "EPSG:4326")
     joins: list[list[dict]] = []
-    seen = []  # per chunk: how many of its photos trained the model
+    seen = []  # per chunk: how many of its photos trained the model (their in_training field)
 
     def localized():
         for chunk in itertools.chain([first], chunks):
@@ -283,10 +283,11 @@ def command_predict(args: argparse.Namespace) -> int:
             if not chunk.empty:
                 chunk = enrich(chunk, args, report=False)
                 joins.append(chunk.attrs.get("joins", []))
-                seen.append(int(seen_in_training(chunk, args.model).sum()))
                 # under torchrun: localized in shares, the rows on rank 0 (None elsewhere)
                 predictions = localize_in_shares(chunk, **options)
                 if predictions is not None:
+                    predictions["in_training"] = seen_in_training(predictions, args.model)
+                    seen.append(int(predictions["in_training"].sum()))
                     yield predictions
 
     if not distributed.is_main():

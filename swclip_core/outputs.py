@@ -53,7 +53,8 @@ def prediction_layers(
         geometry=points(pred_xy),
         crs=WGS84,
     )
-    line_keep = ["sample_id", "error_m", "true_lat", "true_lon", "pred_lat", "pred_lon", "region"]
+    line_keep = ["sample_id", "error_m", "true_lat", "true_lon", "pred_lat", "pred_lon", "region",
+                 "in_training"]  # fmt: skip
     known = np.isfinite(true_xy).all(axis=1)  # a photo localized from scratch has no error line
     line_layer = gpd.GeoDataFrame(
         attributes.loc[known, [c for c in line_keep if c in attributes]],

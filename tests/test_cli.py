@@ -139,6 +139,10 @@ def test_predict_counts_the_photos_the_model_was_trained_on(
     args = ["--model", str(photo_run), "--out", str(out), "--cache-dir", str(feature_cache)]
     assert main(["predict", str(table), *args]) == 0
     assert "swclip: warning: 2 of these 3 photos trained the model" in capsys.readouterr().err
+    # which ones: a field of the points and of the error lines, to filter them out on the map
+    for layer in ("predicted_points", "error_lines"):
+        marked = pyogrio.read_dataframe(out, layer=layer)["in_training"]
+        assert marked.tolist() == [True, True, False], layer
     (copy.parent / "lund_01.jpg").write_bytes((PHOTOS / "lund_01.jpg").read_bytes())
     assert main(["predict", str(copy.parent), *args]) == 0  # copies only: nothing to warn of
     assert "warning" not in capsys.readouterr().err
@@ -151,6 +155,7 @@ def test_the_library_counts_the_photos_a_model_was_trained_on(photo_run, feature
     samples = swclip_core.read_samples(PHOTOS).iloc[:5]
     evaluation = swclip_core.localize(samples, model, cache_dir=feature_cache)
     assert evaluation.context["photos_seen_in_training"] == 5
+    assert evaluation.predictions["in_training"].tolist() == [True] * 5
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(photo_run, capsys):

@@ -209,7 +209,8 @@ def test_dock_localizes_then_results_share_one_group_polygons_at_the_bottom(
     # the input's own attributes come first, then the prediction's
     names = [name for name in points.fields().names() if name != "fid"]  # GeoPackage's own
     assert names[:3] == imported.fields().names()[:3] == ["photo", "filename", "directory"]
-    assert {"pred_lat", "pred_lon", "error_m"} <= set(names)
+    assert {"pred_lat", "pred_lon", "error_m", "in_training"} <= set(names)
+    assert {f["in_training"] for f in points.getFeatures()} == {True}  # the model's own photos
     assert points.renderer().type() == "graduatedSymbol"  # the bundled style
 
     regions = region_layer()

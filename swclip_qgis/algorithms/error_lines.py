@@ -27,7 +27,7 @@ from .base import SwclipAlgorithm
 COORDINATES = ("true_lat", "true_lon", "pred_lat", "pred_lon")
 REQUIRED = (*COORDINATES, "error_m")
 # The attributes the lines carry, as the CLI's error_lines layer (those the input has).
-CARRIED = ("sample_id", "error_m", *COORDINATES, "region")
+CARRIED = ("sample_id", "error_m", *COORDINATES, "region", "in_training")
 STYLE = "error_lines"
 
 
