@@ -49,7 +49,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .algorithms.train_model import DEFAULT_OBJECTIVE, OBJECTIVES
-from .backend import NO_BACKEND, SETTING_KEY, backend_choice, default_backend_dir
+from .backend import NO_BACKEND, default_backend_dir
+from .backend_box import BackendBox
 from .files import CHECKPOINT
 from .layers import guess_image_field, layer_file_dir
 from .runner import BACKEND_WARNING
@@ -205,33 +206,9 @@ class SwclipDock(QDockWidget):
         QVBoxLayout(self.recent_group).addWidget(self.recent_list)
         layout.addWidget(self.recent_group)
 
-        backend = QGroupBox(self.tr("Backend Python"))
-        backend_layout = QVBoxLayout(backend)
-        self.backend_label = QLabel()
-        self.backend_label.setWordWrap(True)
-        self.backend_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.backend_widget = QgsFileWidget()
-        self.backend_widget.setToolTip(
-            self.tr("The QGIS setting {}; empty: the environment or the checkout").format(
-                SETTING_KEY
-            )
-        )
-        self.backend_widget.setFilePath(QgsSettings().value(SETTING_KEY, "", type=str))
-        self.backend_widget.fileChanged.connect(self.set_backend_python)
-        # Offered while the backend is missing or a run found it unusable: an analyst's first
-        # click should not have to be a trip to the Processing toolbox.
-        self.create_backend_button = QPushButton(self.tr("Create backend environment"))
-        self.create_backend_button.setToolTip(
-            self.tr(
-                "Installs torch, open_clip and the other requirements (about 2 GB from the "
-                "package index, several minutes) into {}"
-            ).format(default_backend_dir())
-        )
-        self.create_backend_button.clicked.connect(self.start_creating_backend)
-        backend_layout.addWidget(self.backend_label)
-        backend_layout.addWidget(self.backend_widget)
-        backend_layout.addWidget(self.create_backend_button)
-        layout.addWidget(backend)
+        self.backend_box = BackendBox()
+        self.backend_box.createRequested.connect(self.start_creating_backend)
+        layout.addWidget(self.backend_box)
         layout.addStretch(1)
         # Scrolls rather than squeezes: a short dock would clip the wrapped labels.
         scroll = QScrollArea()
@@ -244,8 +221,7 @@ class SwclipDock(QDockWidget):
             body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
         )
         self.setWidget(scroll)
-        self.show_backend()
-        if not self.create_backend_button.isHidden():
+        if self.backend_box.offers_creation():
             self.show_message(
                 self.tr(
                     "No backend Python yet: click Create backend environment below (it downloads "
@@ -272,24 +248,6 @@ class SwclipDock(QDockWidget):
             names = [f.name() for f in layer.fields() if f.type() == QVariant.String]
             named = [n for n in names if n.lower() == "name"]
             self.region_field_combo.setField((named or names or [""])[0])
-
-    def set_backend_python(self, path: str) -> None:
-        if path.strip():
-            QgsSettings().setValue(SETTING_KEY, path.strip())
-        else:
-            QgsSettings().remove(SETTING_KEY)
-        self.show_backend()
-
-    def show_backend(self, unusable: bool = False) -> None:
-        """Say which Python runs the models; offer to create one if it is missing or
-        ``unusable`` (a run just failed to use it)."""
-        python, source = backend_choice()
-        text = self.tr("Runs {} (from {})").format(python, source)
-        missing = not Path(python).is_file()
-        if missing:
-            text += self.tr(". It does not exist yet.")
-        self.backend_label.setText(text)
-        self.create_backend_button.setVisible(missing or unusable)
 
     def refresh_recent_runs(self) -> None:
         self.recent_list.clear()
@@ -319,11 +277,17 @@ class SwclipDock(QDockWidget):
         return layer, self.field_combo.currentField()
 
     def run_algorithm(
-        self, algorithm_id: str, parameters: dict, on_done, cancelled: str | None = None
+        self,
+        algorithm_id: str,
+        parameters: dict,
+        on_done,
+        cancelled: str | None = None,
+        on_failed=None,
     ) -> None:
         """Run a Processing algorithm as a background task; ``on_done(results)`` afterwards,
         once Processing has loaded (styled, grouped) its output layers. ``cancelled``: what to
-        say if the analyst cancels it (by default: that nothing was written)."""
+        say if the analyst cancels it (by default: that nothing was written); ``on_failed()``:
+        what to tidy up if it fails or is cancelled."""
         algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
         context = QgsProcessingContext()
         context.setProject(QgsProject.instance())
@@ -339,6 +303,7 @@ class SwclipDock(QDockWidget):
             "parameters": parameters,
             "on_done": on_done,
             "cancelled": cancelled or self.tr("Cancelled; no output was written."),
+            "on_failed": on_failed or (lambda: None),
         }
         self.task.executed.connect(self.finished)
         self.set_busy(True)
@@ -361,6 +326,8 @@ class SwclipDock(QDockWidget):
         # A quick algorithm may not report progress at all: a success ends full either way.
         self.progress_bar.setValue(100 if ok else 0)
         feedback.progressTextChanged.disconnect(self.show_stage)
+        if not ok:
+            running["on_failed"]()
         if ok:
             from processing.gui.Postprocessing import handleAlgorithmResults
 
@@ -373,14 +340,14 @@ class SwclipDock(QDockWidget):
         else:
             reason = feedback.last_error or self.tr("see View > Panels > Log Messages")
             self.show_message(self.tr("Failed: {}").format(reason))
-            self.show_backend(unusable=reason.startswith(NO_BACKEND))
+            self.backend_box.show_choice(unusable=reason.startswith(NO_BACKEND))
             return
         running["on_done"](results)
 
     def set_busy(self, busy: bool) -> None:
         self.train_button.setEnabled(not busy)
         self.localize_button.setEnabled(not busy)
-        self.create_backend_button.setEnabled(not busy)
+        self.backend_box.create_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.progress_bar.setFormat("%p %")
         if busy:
@@ -399,8 +366,7 @@ class SwclipDock(QDockWidget):
 
     def backend_created(self, results: dict) -> None:
         python = str(results["PYTHON"])
-        self.backend_widget.setFilePath(python)  # the algorithm set the setting; show it
-        self.show_backend()
+        self.backend_box.created(python)
         self.show_message(self.tr("Backend ready: {}").format(python))
 
     def start_training(self) -> None:
@@ -468,7 +434,11 @@ class SwclipDock(QDockWidget):
             if regions is not None:
                 self.map_regions(results["OUTPUT_POINTS"], regions, region_field, folder, localized)
 
-        self.run_algorithm(LOCALIZE_ALGORITHM, parameters, done)
+        def tidy() -> None:  # a failed or cancelled run leaves no empty folder in the model's
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+        self.run_algorithm(LOCALIZE_ALGORITHM, parameters, done, on_failed=tidy)
 
     def map_regions(
         self, points: str, regions: QgsVectorLayer, field: str, folder: Path, localized: str

@@ -35,16 +35,16 @@ def test_the_panel_says_when_the_backend_python_does_not_exist(qgis_app, tmp_pat
     QgsSettings().setValue(SETTING_KEY, str(missing))
     try:
         dock = SwclipDock(None)
-        assert dock.backend_label.text() == (
+        assert dock.backend_box.label.text() == (
             f"Runs {missing} (from the QGIS setting '{SETTING_KEY}'). It does not exist yet."
         )
         assert dock.message_label.text().startswith(
             "No backend Python yet: click Create backend environment below"
         )
-        assert not dock.create_backend_button.isHidden()
-        dock.backend_widget.setFilePath(sys.executable)  # the analyst picks an existing one
-        assert dock.backend_label.text().startswith(f"Runs {sys.executable} (from")
-        assert dock.create_backend_button.isHidden()
+        assert not dock.backend_box.create_button.isHidden()
+        dock.backend_box.picker.setFilePath(sys.executable)  # the analyst picks an existing one
+        assert dock.backend_box.label.text().startswith(f"Runs {sys.executable} (from")
+        assert dock.backend_box.create_button.isHidden()
     finally:
         QgsSettings().remove(SETTING_KEY)
 

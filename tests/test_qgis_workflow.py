@@ -370,6 +370,8 @@ def test_the_dock_says_why_a_run_was_refused(provider, imported, model) -> None:
     wait_for(lambda: not dock.running)
     message = dock.message_label.text()
     assert message.startswith("Failed: The field 'filename' holds no existing image file")
+    # the refused run's predictions folder is not left behind empty (earlier runs' are full)
+    assert all(any(run.iterdir()) for run in (model / "predictions").iterdir())
     assert "'photo' does" in message
     assert dock.localize_button.isEnabled() and dock.progress_bar.value() == 0
 
@@ -386,30 +388,30 @@ def test_the_dock_creates_the_backend_a_run_could_not_use(
     monkeypatch.setattr(backend_setup, "bundled_requirements", lambda: requirements)
     try:
         dock = SwclipDock(None)
-        assert dock.create_backend_button.isHidden()  # it exists: nothing to offer yet
+        assert dock.backend_box.create_button.isHidden()  # it exists: nothing to offer yet
         dock.layer_combo.setLayer(imported)
         dock.model_widget.setFilePath(str(model))
         dock.start_localizing()
         wait_for(lambda: not dock.running)
         assert dock.message_label.text().startswith(f"Failed: {NO_BACKEND}")
-        assert not dock.create_backend_button.isHidden()
-        dock.create_backend_button.click()
+        assert not dock.backend_box.create_button.isHidden()
+        dock.backend_box.create_button.click()
         dock.cancel()  # before pip is done: nothing is lost, the button stays
         wait_for(lambda: not dock.running)
         assert dock.message_label.text() == (
             "Cancelled; click Create backend environment again to complete it."
         )
-        assert not dock.create_backend_button.isHidden()
+        assert not dock.backend_box.create_button.isHidden()
         stages: list[str] = []
         monkeypatch.setattr(dock, "show_stage", stages.append)  # the bar's text, as it comes
-        dock.create_backend_button.click()
+        dock.backend_box.create_button.click()
         wait_for(lambda: not dock.running)
         assert stages == ["installing torch & co. (several minutes)", "checking the environment"]
         python = str(tmp_path / "venv" / "bin" / "python")
         assert dock.message_label.text() == f"Backend ready: {python}"
         assert QgsSettings().value(SETTING_KEY, "", type=str) == python
-        assert dock.backend_label.text().startswith(f"Runs {python} (from the QGIS setting")
-        assert dock.create_backend_button.isHidden()
+        assert dock.backend_box.label.text().startswith(f"Runs {python} (from the QGIS setting")
+        assert dock.backend_box.create_button.isHidden()
     finally:
         QgsSettings().remove(SETTING_KEY)
 
@@ -474,6 +476,9 @@ def test_a_training_interrupted_by_qgis_closing_can_be_continued(
     staging = left_by_a_crash("model")
     feedback = train(tmp_path / "model", 3, RESUME=True)
     assert f"Continuing the interrupted training in {staging} after epoch 2" in feedback.infos
+    # the shell command reproduces the model from scratch (a resumed run ends the same)
+    [command] = feedback.commands
+    assert command.endswith(f"--out {tmp_path / 'model'}") and "--resume" not in command
     epochs = (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in epochs] == [1, 2, 3]  # two kept, one more
     assert not staging.exists()

@@ -206,13 +206,17 @@ class TrainModelAlgorithm(SwclipAlgorithm):
         if pretrained:
             args += ["--pretrained", pretrained]
         # Train into a hidden sibling and rename it when complete: a cancelled, failed or killed
-        # run leaves no folder that looks like a model.
-        if resumed is not None:
-            args.append("--resume")
+        # run leaves no folder that looks like a model. The command shown for a shell has no
+        # --resume: a resumed run ends bit-identical to one never interrupted, so it reproduces
+        # the model from scratch.
+        resume = [] if resumed is None else ["--resume"]
         try:
             with staged(out, reuse=resumed) as staging:
                 self.run_backend(
-                    "train", [*args, "--out", staging], feedback, shown_args=[*args, "--out", out]
+                    "train",
+                    [*args, *resume, "--out", staging],
+                    feedback,
+                    shown_args=[*args, "--out", out],
                 )
         except OSError as error:
             raise QgsProcessingException(
