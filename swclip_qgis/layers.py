@@ -7,6 +7,7 @@ opens and :func:`apply_style` styles with ``resources/styles/<layer name>.qml``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def layer_file_dir(layer: QgsMapLayer | None) -> Path | None:
 
 # Names that image path fields are often given; "photo" is QGIS's "Import geotagged photos".
 IMAGE_FIELD_NAMES = ("image_path", "photo", "image", "path", "file", "filename")
+# The backend's rule for the field that names regions or streets (swclip_core.columns.NAME_FIELDS
+# and data.joins' ONS-style XXX99NM; a test keeps them equal), so that the dock picks what
+# `swclip --regions` would: LAD13NM, not the code LAD13CD before it.
+NAME_FIELDS = ("name", "name_en", "name:en", "name_eng", "nom", "street", "road", "road_name",
+               "roadname", "region", "city", "town", "district")  # fmt: skip
+ONS_NAME = re.compile(r"^[a-z]+\d{2}nm$", re.IGNORECASE)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".heic")
 FIELD_SAMPLE = 20  # values looked at per field
 
@@ -111,6 +118,16 @@ def _is_image_file(path: Path) -> bool:
 
 def text_fields(source: QgsFeatureSource) -> list[str]:
     return [f.name() for f in source.fields() if f.type() == QVariant.String]
+
+
+def guess_name_field(source: QgsFeatureSource) -> str | None:
+    """The text field that names the features: a usual name (in :data:`NAME_FIELDS` order), else
+    an ONS-style one, else the first text field; None without text fields."""
+    names = text_fields(source)
+    by_lower = {name.strip().lower(): name for name in reversed(names)}  # the first one wins
+    usual = [by_lower[n] for n in NAME_FIELDS if n in by_lower]
+    ons = [name for name in names if ONS_NAME.match(name)]
+    return next(iter(usual + ons + names), None)
 
 
 def guess_image_field(source: QgsFeatureSource, base_dir: Path | None) -> str | None:

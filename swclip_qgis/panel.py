@@ -29,7 +29,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, QVariant, pyqtSignal
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -52,7 +52,7 @@ from .algorithms.train_model import DEFAULT_OBJECTIVE, OBJECTIVES
 from .backend import NO_BACKEND, default_backend_dir
 from .backend_box import BackendBox
 from .files import CHECKPOINT
-from .layers import guess_image_field, layer_file_dir
+from .layers import guess_image_field, guess_name_field, layer_file_dir
 from .runner import BACKEND_WARNING
 
 RECENT_RUNS_KEY = "swclip/recent_runs"
@@ -241,13 +241,11 @@ class SwclipDock(QDockWidget):
                 self.field_combo.setField(guess)
 
     def set_regions(self, layer: QgsVectorLayer | None) -> None:
-        """Offer the regions' text fields, a field called name (any case) chosen if there is."""
+        """Offer the regions' text fields, the one the backend would take as names chosen."""
         self.region_field_combo.setLayer(layer)
         self.region_field_combo.setEnabled(isinstance(layer, QgsVectorLayer))
         if isinstance(layer, QgsVectorLayer):
-            names = [f.name() for f in layer.fields() if f.type() == QVariant.String]
-            named = [n for n in names if n.lower() == "name"]
-            self.region_field_combo.setField((named or names or [""])[0])
+            self.region_field_combo.setField(guess_name_field(layer) or "")
 
     def refresh_recent_runs(self) -> None:
         self.recent_list.clear()

@@ -10,6 +10,8 @@ from qgis.core import QgsProject, QgsSettings, QgsVectorLayer
 from swclip_qgis.backend import SETTING_KEY
 from swclip_qgis.panel import RECENT_RUNS_KEY, SwclipDock, remember_run
 
+from .conftest import REPO
+
 
 @pytest.fixture
 def photo_layer(qgis_app):
@@ -63,3 +65,33 @@ def test_recent_runs_are_listed_once_there_is_one(qgis_app) -> None:
         assert dock.model_widget.filePath() == "/models/m1"
     finally:
         QgsSettings().remove(RECENT_RUNS_KEY)
+
+
+@pytest.mark.parametrize(
+    ("regions", "name_field"),
+    [
+        (REPO / "resources" / "sample_data" / "regions" / "naturalearth_admin1_gb.geojson", "name"),
+        # the code LAD13CD is its first text field
+        (REPO.parent / "shared" / "data" / "regions" / "gb_lad_2013.geojson", "LAD13NM"),
+    ],
+    ids=["bundled", "shared-lad"],
+)
+def test_the_panel_names_regions_by_the_field_the_backend_would_take(
+    qgis_app, regions, name_field
+) -> None:
+    if not regions.exists():
+        pytest.skip(f"{regions} is not here (../shared/data sits beside a development checkout)")
+    import geopandas as gpd
+
+    from swclip_core.data.joins import name_field_of
+
+    layer = QgsVectorLayer(str(regions), "regions", "ogr")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)  # the combo box offers the project's layers
+    try:
+        dock = SwclipDock(None)
+        dock.regions_combo.setLayer(layer)
+        assert dock.region_field_combo.currentField() == name_field
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    assert name_field_of(gpd.read_file(regions, rows=1), None, regions, "-") == name_field

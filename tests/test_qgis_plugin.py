@@ -103,6 +103,12 @@ def test_plugin_menus_offer_exactly_the_backends_choices() -> None:
     from swclip_qgis.runner import BACKEND_WARNING
 
     assert BACKEND_WARNING == WARNING_PREFIX  # the dock shows the lines that begin so
+    from swclip_core.columns import NAME_FIELDS
+    from swclip_core.data.joins import _ONS_NAME
+    from swclip_qgis import layers
+
+    assert layers.NAME_FIELDS == NAME_FIELDS  # the dock names regions as --regions does
+    assert (layers.ONS_NAME.pattern, layers.ONS_NAME.flags) == (_ONS_NAME.pattern, _ONS_NAME.flags)
 
 
 def test_metadata_has_what_qgis_and_the_plugin_repository_need() -> None:
