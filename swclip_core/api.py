@@ -263,7 +263,7 @@ def evaluate(
     from .fusion import KNN_WEIGHT
     from .io import default_cache_dir
     from .objectives.image_knn import KNN_TEMPERATURE
-    from .runs import seen_in_training
+    from .runs import seen_in_training, training_images
 
     knn = model.knn
     if knn is not None and (fuse is not None or not _is_training_gallery(gallery)):
@@ -301,7 +301,7 @@ def evaluate(
         figures=figures,
     )
     if model.run_dir is not None:
-        seen = seen_in_training(evaluation.predictions, model.run_dir)
+        seen = seen_in_training(evaluation.predictions, training_images(model.run_dir))
         evaluation.predictions["in_training"] = seen
         evaluation.context["photos_seen_in_training"] = int(seen.sum())
     return evaluation

@@ -251,7 +251,7 @@ def command_predict(args: argparse.Namespace) -> int:
     from .evaluation import localize_in_shares
     from .metrics import error_summary
     from .outputs import render_error_map, write_error_surface, write_prediction_chunks
-    from .runs import seen_in_training
+    from .runs import seen_in_training, training_images
 
     if args.out.suffix.lower() != ".gpkg":
         raise InputError(f"--out must be a GeoPackage file ending in .gpkg, got {args.out}")
@@ -275,6 +275,7 @@ def command_predict(args: argparse.Namespace) -> int:
     first = next(chunks)  # there is always one: the input's CRS is the output's default
     out_crs = args.out_crs or first.attrs.get("source_crs", "EPSG:4326")
     joins: list[list[dict]] = []
+    trained = training_images(args.model)  # read once, however many chunks are marked
     seen = []  # per chunk: how many of its photos trained the model (their in_training field)
 
     def localized():
@@ -286,7 +287,7 @@ def command_predict(args: argparse.Namespace) -> int:
                 # under torchrun: localized in shares, the rows on rank 0 (None elsewhere)
                 predictions = localize_in_shares(chunk, **options)
                 if predictions is not None:
-                    predictions["in_training"] = seen_in_training(predictions, args.model)
+                    predictions["in_training"] = seen_in_training(predictions, trained)
                     seen.append(int(predictions["in_training"].sum()))
                     yield predictions
 
@@ -334,13 +335,13 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import TABLE1_COLUMNS
     from .io import write_json
     from .outputs import format_table
-    from .runs import seen_in_training
+    from .runs import seen_in_training, training_images
 
     samples, evaluation = run_evaluation(args, args.protocol)
     if evaluation is None:  # under torchrun, rank 0 reports
         return EXIT_OK
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
-    seen = int(seen_in_training(samples, args.model).sum())
+    seen = int(seen_in_training(samples, training_images(args.model)).sum())
     evaluation.context["photos_seen_in_training"] = seen  # in --json too
     warn_if_trained_on(seen, len(samples), args.model)
     s = evaluation.summary

@@ -264,14 +264,18 @@ def _file_key(path: str) -> str:
     return os.path.normcase(os.path.abspath(os.path.expanduser(path)))
 
 
-def seen_in_training(samples: pd.DataFrame, run_dir: Path) -> np.ndarray:
-    """Which of ``samples``' photos trained the model in ``run_dir`` (the same image file, as
-    ``train_samples.csv`` lists them). Their errors measure the fit to the training photos, not
-    localization of new ones; in the open protocol their own locations are in the default
-    gallery. All False for a model folder that does not list its photos."""
+def training_images(run_dir: Path) -> frozenset[str]:
+    """The image files that trained the model in ``run_dir``, as ``train_samples.csv`` lists them
+    (in one spelling each); empty for a model folder that does not list its photos."""
     try:
         trained = pd.read_csv(Path(run_dir) / TRAIN_SAMPLES, usecols=["image_path"], dtype=str)
     except (OSError, ValueError):  # absent, unreadable, or no image_path column
-        return np.zeros(len(samples), dtype=bool)
-    keys = {_file_key(p) for p in trained["image_path"].dropna()}
-    return np.array([_file_key(str(p)) in keys for p in samples["image_path"]], dtype=bool)
+        return frozenset()
+    return frozenset(_file_key(p) for p in trained["image_path"].dropna())
+
+
+def seen_in_training(samples: pd.DataFrame, trained: frozenset[str]) -> np.ndarray:
+    """Which of ``samples``' photos are among ``trained`` (:func:`training_images`): their errors
+    measure the model's fit to its training photos, not localization of new ones; in the open
+    protocol their own locations are in the default gallery."""
+    return np.array([_file_key(str(p)) in trained for p in samples["image_path"]], dtype=bool)

@@ -39,9 +39,11 @@ def staged(target: Path, reuse: Path | None = None) -> Iterator[Path]:
             target.rmdir()
         staging.replace(target)
     finally:
-        if reuse is None and staging.is_dir():
+        if reuse is not None:
+            pass  # a resumed training's folder stays as it was found (or became the target)
+        elif staging.is_dir():
             shutil.rmtree(staging, ignore_errors=True)
-        elif reuse is None:
+        else:
             staging.unlink(missing_ok=True)
 
 
