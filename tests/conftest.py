@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,23 @@ def no_network():
     socket.socket.connect = guarded
     yield
     socket.socket.connect = original
+
+
+@pytest.fixture(autouse=True, scope="session")
+def temp_folder_of_the_run(tmp_path_factory):
+    """The run's temporary files, and those of the processes it starts (torchrun's
+    ``torchelastic_*`` logs, multiprocessing's ``pymp-*``), go under pytest's own folder, which
+    pytest prunes, instead of piling up in the machine's /tmp run after run."""
+    folder = tmp_path_factory.mktemp("tmp")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield folder
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
+import subprocess
+import sys
 
 import matplotlib.cbook
 import open_clip
@@ -69,6 +72,24 @@ def lite(lite_and_connections) -> Backbone:
 def photos(lite) -> torch.Tensor:
     image = Image.open(PHOTO)
     return torch.stack([lite.preprocess(image), lite.preprocess(image.transpose(0))])
+
+
+def test_registering_configs_leaves_no_folder_even_when_killed(tmp_path):
+    """open_clip has read our resolved configs before register_config returns; a process that
+    never runs its exit handlers (killed, cancelled, os._exit) leaves nothing in the temp folder."""
+    script = (
+        "import json, os, open_clip\n"
+        "from swclip_core.models import swclip_lite\n"
+        "swclip_lite.register_config()\n"
+        "open_clip.add_model_config(os.devnull)\n"  # another library's rescan keeps ours
+        "config = open_clip.get_model_config(swclip_lite.NAME)\n"
+        "assert config and 'package:' not in json.dumps(config), config\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

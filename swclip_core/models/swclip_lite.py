@@ -16,13 +16,11 @@ are resolved to the installed package's folder and the resolved config is regist
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.util
 import json
 import logging
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +39,7 @@ MINILM_FOLDER = "model"
 TIMM_NAME = "tf_efficientnet_lite0"
 
 _PACKAGE_REF = re.compile(r"^package:(?P<module>[A-Za-z0-9_]+)/(?P<path>.+)$")
-_registered_dir: Path | None = None
+_registered = False
 
 
 def package_file(module: str, relative: str, *, pip_name: str | None = None) -> Path:
@@ -89,21 +87,23 @@ def _resolve_package_refs(value: object) -> object:
 def register_config() -> None:
     """Register our model configs with open_clip, package references resolved (idempotent).
 
-    The resolved JSON files go to a private temporary folder removed when the process exits:
-    open_clip only reads configs from files, and the installed package folder may be read-only.
+    open_clip only reads configs from files, and the installed package folder may be read-only, so
+    the resolved JSON files are written to a temporary folder that is removed as soon as open_clip
+    has read them (``add_model_config`` loads every config at once; a later rescan skips the missing
+    folder and keeps what it loaded). Nothing is left behind, even by a process that is killed.
     """
-    global _registered_dir
-    if _registered_dir is not None:
+    global _registered
+    if _registered:
         return
     import open_clip
 
-    folder = Path(tempfile.mkdtemp(prefix="swclip-open-clip-configs-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    for source in sorted(CONFIG_DIR.glob("*.json")):
-        config = _resolve_package_refs(json.loads(source.read_text(encoding="utf-8")))
-        (folder / source.name).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    open_clip.add_model_config(folder)
-    _registered_dir = folder
+    with tempfile.TemporaryDirectory(prefix="swclip-open-clip-configs-") as name:
+        folder = Path(name)
+        for source in sorted(CONFIG_DIR.glob("*.json")):
+            config = _resolve_package_refs(json.loads(source.read_text(encoding="utf-8")))
+            (folder / source.name).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        open_clip.add_model_config(folder)
+    _registered = True
 
 
 def config_names() -> list[str]:
