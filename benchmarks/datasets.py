@@ -14,7 +14,6 @@ from swclip_core.io import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "resources" / "sample_data"
-SHARED = REPO.parent / "shared" / "data"
 
 
 @dataclass

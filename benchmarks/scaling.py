@@ -27,7 +27,7 @@ NOTE = (
     "sizes run with a warm feature cache (a first predict on the 41 photos fills it), so what is "
     "compared is everything a layer's size drives: reading and checking the rows, embedding, "
     "retrieval, the figures (SSI and City-Align on a seeded 2,000-photo sample), the "
-    "GeoPackage. Targets (issue 14): 10x the rows in at most 13x the time and 1.5x the peak "
+    "GeoPackage. Targets: 10x the rows in at most 13x the time and 1.5x the peak "
     "memory."
 )
 TIME_LIMIT = 13.0  # at 10x the rows

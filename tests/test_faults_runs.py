@@ -1,4 +1,4 @@
-"""Run folders that cannot be corrupted and model errors that explain themselves (issue 14).
+"""Run folders that cannot be corrupted and model errors that explain themselves.
 
 Concurrency, resume mismatches and kills are real `swclip` processes; model-folder damage runs
 the command in-process too (any escaping exception would fail the test, as a traceback would)."""

@@ -21,7 +21,9 @@ from timm.data import ImageNetInfo
 from swclip_core.errors import ModelError
 from swclip_core.models import Backbone, available_backbones, create_backbone, swclip_lite
 
-PHOTO = "/work/shared/data/photos/lund_01.jpg"
+from .conftest import PHOTOS
+
+PHOTO = PHOTOS / "lund_01.jpg"
 # ImageNet classes a photo of a street of terraced houses can sensibly get.
 BUILDING_CLASSES = {
     "prison, prison house",

@@ -10,7 +10,7 @@ from qgis.core import QgsProject, QgsSettings, QgsVectorLayer
 from swclip_qgis.backend import SETTING_KEY
 from swclip_qgis.panel import RECENT_RUNS_KEY, SwclipDock, remember_run
 
-from .conftest import REPO
+from .conftest import REPO, SHARED_DATA
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_recent_runs_are_listed_once_there_is_one(qgis_app) -> None:
     [
         (REPO / "resources" / "sample_data" / "regions" / "naturalearth_admin1_gb.geojson", "name"),
         # the code LAD13CD is its first text field
-        (REPO.parent / "shared" / "data" / "regions" / "gb_lad_2013.geojson", "LAD13NM"),
+        (SHARED_DATA / "regions" / "gb_lad_2013.geojson", "LAD13NM"),
     ],
     ids=["bundled", "shared-lad"],
 )

@@ -1,4 +1,4 @@
-"""No work that grows as N² in the code a layer's size drives (issue 14): predict's reading,
+"""No work that grows as N² in the code a layer's size drives: predict's reading,
 figures and outputs are run at N and 4N rows, and the memory they touch must grow about 4x, not
 16x. Memory touched is counted in fresh pages (minor page faults) in a separate process whose
 allocator maps every large block afresh, so it adds up every temporary array, chunked or not,

@@ -1,5 +1,5 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<!-- SW-CLIP predicted points: graduated on error_m at the SPEC accuracy radii (25 m ... 2500 km); viridis reversed, so accurate = light yellow-green and far off = dark purple and larger. -->
+<!-- SW-CLIP predicted points: graduated on error_m at the accuracy radii of docs/method.md, "Metrics" (25 m ... 2500 km); viridis reversed, so accurate = light yellow-green and far off = dark purple and larger. -->
 <qgis version="3.22.16-Białowieża" styleCategories="Symbology|Rendering" hasScaleBasedVisibilityFlag="0" minScale="100000000" maxScale="0" simplifyDrawingHints="1" simplifyDrawingTol="1" simplifyAlgorithm="0" simplifyLocal="1" simplifyMaxScale="1" symbologyReferenceScale="-1">
   <renderer-v2 type="graduatedSymbol" attr="error_m" graduatedMethod="GraduatedColor" symbollevels="0" forceraster="0" enableorderby="0" referencescale="-1">
     <ranges>

@@ -1,5 +1,5 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<!-- SW-CLIP region choropleth: graduated on the median error per region at the SPEC accuracy radii (YlOrRd, darker = worse); regions without samples (median NULL, n = 0) grey, hatched. Drawn at 60 % opacity, so the points and lines above it stay visible. -->
+<!-- SW-CLIP region choropleth: graduated on the median error per region at the accuracy radii of docs/method.md, "Metrics" (YlOrRd, darker = worse); regions without samples (median NULL, n = 0) grey, hatched. Drawn at 60 % opacity, so the points and lines above it stay visible. -->
 <qgis version="3.22.16-Białowieża" styleCategories="Symbology|Rendering" hasScaleBasedVisibilityFlag="0" minScale="100000000" maxScale="0" simplifyDrawingHints="1" simplifyDrawingTol="1" simplifyAlgorithm="0" simplifyLocal="1" simplifyMaxScale="1" symbologyReferenceScale="-1">
   <renderer-v2 type="graduatedSymbol" attr="coalesce(&quot;median_error_m&quot;, -1)" graduatedMethod="GraduatedColor" symbollevels="0" forceraster="0" enableorderby="0" referencescale="-1">
     <ranges>
