@@ -66,8 +66,8 @@ class SpatialKernel:
     """Distance-decay kernel that turns geodesic distances into soft labels
     (docs/method.md, "Spatial weights")."""
 
-    # None: set when training starts from the training locations' spacing (objectives.spatial.resolve_kernel);
-    # the run's config.json records the value used.
+    # None: set when training starts from the training locations' spacing
+    # (objectives.spatial.resolve_kernel); the run's config.json records the value used.
     scale_m: float | None = None
     cutoff_m: float | None = None  # no weight beyond this distance; None: no cutoff
     kernel: str = "exponential"
