@@ -329,6 +329,12 @@ class SwclipDock(QDockWidget):
         if ok:
             from processing.gui.Postprocessing import handleAlgorithmResults
 
+            # The dock chose the file names (predicted_points.gpkg ...): the layers are named
+            # after their outputs ("Predicted points"), not after those files, which QGIS
+            # prefers by default for outputs outside its temporary folder.
+            context = running["context"]
+            for layer_id in context.layersToLoadOnCompletion():
+                context.layerToLoadOnCompletionDetails(layer_id).forceName = True
             handleAlgorithmResults(
                 running["algorithm"], running["context"], feedback, False, running["parameters"]
             )

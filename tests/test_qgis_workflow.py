@@ -203,6 +203,8 @@ def test_dock_localizes_then_results_share_one_group_polygons_at_the_bottom(
 
     [group] = [g for g in groups(project) if g.name() not in before]
     assert group.name() == "SW-CLIP model_photos"
+    # named after the outputs, not the files the dock chose: QGIS would take the file names
+    # (error_lines) for a model folder outside its temporary folder, as the tests' one is
     assert sorted(layer_names(group)) == ["Error lines", "Predicted points"]
     points = layer_in(group, "Predicted points")
     assert points.featureCount() == 41
