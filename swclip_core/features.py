@@ -21,7 +21,7 @@ from . import distributed
 from .data.tensors import ImageDataset, split_preprocess
 from .device import autocast, precision_tag
 from .errors import CancelledError
-from .io import ProgressFn, default_cache_dir, file_digest, read_cached_npy, save_npy
+from .io import ProgressFn, default_cache_dir, file_digests, read_cached_npy, save_npy
 
 # Bumped whenever the pixels fed to a trunk change, so no cached feature of the old pixels is
 # mixed with new ones (2: JPEGs decoded at the smallest scale the model's input resize needs).
@@ -129,7 +129,7 @@ def extract_image_features(
     digests: list[str] = []
     if cache:
         # A layer may list one file many times: hash and load it once.
-        digest_of = {path: file_digest(path) for path in dict.fromkeys(image_paths)}
+        digest_of = file_digests(image_paths)
         digests = [digest_of[path] for path in image_paths]
         loaded = {digest: cache.load(digest) for digest in dict.fromkeys(digests)}
         features = [loaded[digest] for digest in digests]

@@ -12,13 +12,15 @@ Nothing here imports torch, pandas or GDAL at module level: this module sits und
 from __future__ import annotations
 
 import errno
+import functools
 import glob
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,13 +50,46 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SWCLIP_CACHE_DIR", Path.home() / ".cache" / "swclip"))
 
 
+# Digests remembered per process: more than predict's default chunk of 20,000 records, so that
+# marking a chunk's photos that trained the model reuses the digests its feature-cache lookup
+# just computed instead of reading every photo again (about 0.6 kB each).
+DIGESTS_KEPT = 1 << 15
+# A file changed this recently is hashed but not remembered: as git does for its index, since
+# a change within the file system's timestamp resolution (milliseconds) leaves its status as it
+# was, an in-place edit of the same size could otherwise go unseen.
+RECENT_NS = 2_000_000_000
+
+
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-1 of a file's content, read in blocks."""
+    """SHA-1 of a file's content, read in blocks. The last :data:`DIGESTS_KEPT` are remembered by
+    path and file status (device, inode, size, modification and change times), so asking again
+    for an unchanged file costs a ``stat``; an edited or replaced file is read again."""
+    path = os.path.abspath(path)
+    status = os.stat(path)
+    if time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) < RECENT_NS:
+        return _read_digest(path)
+    version = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    return _remembered_digest(path, version)
+
+
+def _read_digest(path: str) -> str:
     digest = hashlib.sha1(usedforsecurity=False)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=DIGESTS_KEPT)
+def _remembered_digest(path: str, version: tuple[int, ...]) -> str:
+    # ``version`` is only part of the key: a file whose status changed is a cache miss.
+    return _read_digest(path)
+
+
+def file_digests(paths: Iterable[str]) -> dict[str, str]:
+    """:func:`file_digest` of each distinct path of ``paths`` (a layer may list a file many times:
+    it is hashed once)."""
+    return {path: file_digest(path) for path in dict.fromkeys(paths)}
 
 
 @contextmanager
