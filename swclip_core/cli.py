@@ -226,8 +226,8 @@ def warn_if_trained_on(seen: int, n: int, model: Path) -> None:
     if seen:
         print(
             f"{WARNING_PREFIX}{seen:,} of these {n:,} photos trained the model {model} (the same "
-            "image files): their errors show how well it fits the photos it was trained on, not "
-            "how well it localizes new ones; judge it on photos it has not seen",
+            "images, by content): their errors show how well it fits the photos it was trained "
+            "on, not how well it localizes new ones; judge it on photos it has not seen",
             file=sys.stderr,
         )
 

@@ -4,7 +4,9 @@ A run folder holds
 
 - ``config.json``: every setting (:class:`~swclip_core.config.TrainConfig`), so any result can
   be reproduced from its folder;
-- ``train_samples.csv``: the training locations and their captions, the model's default gallery;
+- ``train_samples.csv``: the training locations and their captions, the model's default gallery,
+  and each image's content digest (``image_digest``), by which copies of the training photos are
+  recognised (:func:`seen_in_training`);
 - ``checkpoint.pt``: trainable weights, optimiser and schedule, so a run can resume (trained
   objectives), and ``metrics.jsonl``, one line per epoch;
 - files of its objective's own (``knn_features.pt`` for image-kNN, ``semivariogram.json/.png``).
@@ -23,7 +25,7 @@ import random
 import re
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +38,14 @@ from .captions import CaptionTemplate, captions_for
 from .config import TrainConfig
 from .data.samples import SAMPLE_COLUMNS
 from .errors import InputError, ModelError
-from .io import ProgressFn, file_digest, write_csv
+from .io import ProgressFn, file_digest, file_digests, write_csv
 
 if TYPE_CHECKING:
     import torch
 
 CONFIG = "config.json"
 TRAIN_SAMPLES = "train_samples.csv"
+IMAGE_DIGEST = "image_digest"  # train_samples.csv's column of each image's SHA-1 (file_digest)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESUME_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng")  # what a checkpoint resumes
@@ -112,7 +115,10 @@ def start_run(
         raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
     run_dir = Path(run_dir)
     samples = samples.reset_index(drop=True)
-    config = replace(config, input_digest=samples_digest(samples))
+    # Each image is read once, for both the run's input digest and train_samples.csv's digests
+    # (and the feature cache then finds them in file_digest's memory).
+    images = file_digests(samples["image_path"])
+    config = replace(config, input_digest=samples_digest(samples, images))
     if resume:
         config = resumable_config(run_dir, config)
     elif (run_dir / marker).exists():
@@ -125,7 +131,8 @@ def start_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / CONFIG)
         table = pd.DataFrame(samples.drop(columns="geometry", errors="ignore"))
-        write_csv(table.assign(caption=captions), run_dir / TRAIN_SAMPLES)
+        table = table.assign(caption=captions, **{IMAGE_DIGEST: samples["image_path"].map(images)})
+        write_csv(table, run_dir / TRAIN_SAMPLES)
     return run_dir, samples, captions, config
 
 
@@ -171,13 +178,15 @@ def _flat(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-def samples_digest(samples: pd.DataFrame) -> str:
+def samples_digest(samples: pd.DataFrame, images: Mapping[str, str] | None = None) -> str:
     """SHA-1 of what a run learns from: each sample's id, coordinates, labels and image content
-    (not where the files are), in order."""
+    (not where the files are), in order. ``images``: the images' digests by path, when the
+    caller has them (:func:`~swclip_core.io.file_digests`)."""
     digest = hashlib.sha1(usedforsecurity=False)
     columns = [c for c in SAMPLE_COLUMNS if c not in ("image_path", "geometry") and c in samples]
     digest.update(samples[columns].to_csv(index=False).encode())
-    images = {path: file_digest(path) for path in dict.fromkeys(samples["image_path"])}
+    if images is None:
+        images = file_digests(samples["image_path"])
     for path in samples["image_path"]:
         digest.update(images[path].encode())
     return digest.hexdigest()
@@ -264,18 +273,57 @@ def _file_key(path: str) -> str:
     return os.path.normcase(os.path.abspath(os.path.expanduser(path)))
 
 
-def training_images(run_dir: Path) -> frozenset[str]:
-    """The image files that trained the model in ``run_dir``, as ``train_samples.csv`` lists them
-    (in one spelling each); empty for a model folder that does not list its photos."""
+@dataclass(frozen=True)
+class TrainingImages:
+    """The images that trained a model, as its ``train_samples.csv`` lists them: the content
+    digests of those listed with one, and the file paths (:func:`_file_key`) of those without,
+    which is every image of a model trained before the digests were recorded."""
+
+    digests: frozenset[str] = frozenset()
+    paths: frozenset[str] = frozenset()
+
+
+def training_images(run_dir: Path) -> TrainingImages:
+    """The images that trained the model in ``run_dir``, read once for any number of
+    :func:`seen_in_training` calls; none for a model folder that does not list its photos."""
+    wanted = ("image_path", IMAGE_DIGEST)  # IMAGE_DIGEST is absent from older models' tables
     try:
-        trained = pd.read_csv(Path(run_dir) / TRAIN_SAMPLES, usecols=["image_path"], dtype=str)
-    except (OSError, ValueError):  # absent, unreadable, or no image_path column
-        return frozenset()
-    return frozenset(_file_key(p) for p in trained["image_path"].dropna())
+        trained = pd.read_csv(
+            Path(run_dir) / TRAIN_SAMPLES, usecols=lambda c: c in wanted, dtype=str
+        )
+    except (OSError, ValueError):  # absent or unreadable
+        return TrainingImages()
+    if "image_path" not in trained:
+        return TrainingImages()
+    digests = trained.get(IMAGE_DIGEST, pd.Series(index=trained.index, dtype=str))
+    return TrainingImages(
+        digests=frozenset(digests.dropna()),
+        paths=frozenset(_file_key(p) for p in trained["image_path"][digests.isna()].dropna()),
+    )
 
 
-def seen_in_training(samples: pd.DataFrame, trained: frozenset[str]) -> np.ndarray:
-    """Which of ``samples``' photos are among ``trained`` (:func:`training_images`): their errors
-    measure the model's fit to its training photos, not localization of new ones; in the open
-    protocol their own locations are in the default gallery."""
-    return np.array([_file_key(str(p)) in trained for p in samples["image_path"]], dtype=bool)
+def seen_in_training(samples: pd.DataFrame, trained: TrainingImages) -> np.ndarray:
+    """Which of ``samples``' photos trained the model (``trained``, :func:`training_images`):
+    their errors measure the model's fit to its training photos, not localization of new ones;
+    in the open protocol their own locations are in the default gallery.
+
+    A photo counts when its content equals a training image's, wherever the file lies (a copy in
+    a test folder is the same photo to the model; so is a raster patch with the same pixels as a
+    training patch). Only the photos scored are hashed, each once, and the feature cache has
+    usually just hashed them (:func:`~swclip_core.io.file_digest` remembers). A model trained
+    before the digests were recorded is matched by file path, which misses copies.
+    """
+    paths = [str(p) for p in samples["image_path"]]
+    seen = {path: _file_key(path) in trained.paths for path in dict.fromkeys(paths)}
+    if trained.digests:
+        for path, known in seen.items():
+            seen[path] = known or _digest_or_none(path) in trained.digests
+    return np.array([seen[path] for path in paths], dtype=bool)
+
+
+def _digest_or_none(path: str) -> str | None:
+    # A photo scored a moment ago but moved or deleted since is left to the path comparison.
+    try:
+        return file_digest(path)
+    except OSError:
+        return None

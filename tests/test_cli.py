@@ -123,29 +123,42 @@ def test_evaluate_prints_table1_and_writes_json(photo_run, tmp_path, capsys, fea
 def test_predict_counts_the_photos_the_model_was_trained_on(
     photo_run, tmp_path, capsys, feature_cache
 ) -> None:
-    # Two training photos (one path spelled another way) and a copy of a third: the copy is a
-    # file the model has not read, so only two count.
-    copy = tmp_path / "copies" / "lund_03.jpg"
-    copy.parent.mkdir()
+    # Two training photos (one path spelled another way), a copy of a third under another name
+    # in another folder, as a train/test split made by copying leaves it, and another image (a
+    # training photo re-encoded): the copy is the same image, so three count.
+    from PIL import Image
+
+    folder = tmp_path / "test_split"
+    folder.mkdir()
+    copy = folder / "IMG_0003.jpg"
     shutil.copyfile(PHOTOS / "lund_03.jpg", copy)
-    paths = [PHOTOS / "lund_01.jpg", PHOTOS / ".." / PHOTOS.name / "lund_02.jpg", copy]
+    other = folder / "lund_07.jpg"
+    Image.open(PHOTOS / "lund_07.jpg").save(other, quality=70)
+    sources = {  # each photo scored, and the bundled photo whose coordinates it has
+        PHOTOS / "lund_01.jpg": "lund_01.jpg",
+        PHOTOS / ".." / PHOTOS.name / "lund_02.jpg": "lund_02.jpg",
+        copy: "lund_03.jpg",
+        other: "lund_07.jpg",
+    }
     rows = []
-    for path in paths:
-        lat, lon = read_exif_gps(path)
+    for path, source in sources.items():
+        lat, lon = read_exif_gps(PHOTOS / source)
         rows.append({"image_path": str(path), "lat": lat, "lon": lon})
     table = tmp_path / "photos.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     out = tmp_path / "pred.gpkg"
     args = ["--model", str(photo_run), "--out", str(out), "--cache-dir", str(feature_cache)]
     assert main(["predict", str(table), *args]) == 0
-    assert "swclip: warning: 2 of these 3 photos trained the model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "swclip: warning: 3 of these 4 photos trained the model" in err
+    assert "(the same images, by content)" in err
     # which ones: a field of the points and of the error lines, to filter them out on the map
     for layer in ("predicted_points", "error_lines"):
         marked = pyogrio.read_dataframe(out, layer=layer)["in_training"]
-        assert marked.tolist() == [True, True, False], layer
-    (copy.parent / "lund_01.jpg").write_bytes((PHOTOS / "lund_01.jpg").read_bytes())
-    assert main(["predict", str(copy.parent), *args]) == 0  # copies only: nothing to warn of
-    assert "warning" not in capsys.readouterr().err
+        assert marked.tolist() == [True, True, True, False], layer
+    other.unlink()
+    assert main(["predict", str(folder), *args]) == 0  # the copy alone, read from its folder
+    assert "swclip: warning: 1 of these 1 photos trained the model" in capsys.readouterr().err
 
 
 def test_the_library_counts_the_photos_a_model_was_trained_on(photo_run, feature_cache) -> None:

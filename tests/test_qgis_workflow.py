@@ -444,9 +444,9 @@ def test_dock_maps_the_errors_per_region_when_regions_are_chosen(provider, impor
         f"differ up to {max(medians) / min(medians):.1f}x (Gini of the regional mean errors "
         f"{gini([mean for _, _, mean in figures]):.2f}).\n"
         # the model was trained on this very layer: the dock says what that means
-        f"Warning: 41 of these 41 photos trained the model {model} (the same image files): "
-        "their errors show how well it fits the photos it was trained on, not how well it "
-        "localizes new ones; judge it on photos it has not seen"
+        f"Warning: 41 of these 41 photos trained the model {model} (the same images, by "
+        "content): their errors show how well it fits the photos it was trained on, not how well "
+        "it localizes new ones; judge it on photos it has not seen"
     )
 
 

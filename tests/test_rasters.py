@@ -146,6 +146,18 @@ def test_train_and_predict_on_raster_patches_write_the_rasters_crs(tmp_path, fea
     with rasterio.open(SUBSET) as src:
         assert pyproj.CRS(points.crs).equals(pyproj.CRS(src.crs.to_wkt()))
     assert np.isfinite(points["error_m"]).all()
+    assert points["in_training"].all()  # the very patches it was trained on
+    # Every other window of the training grid, cut into another cache folder: other files, the
+    # same pixels, so the same images to the model.
+    coarse = [*common[:3], "--patch-stride", "32"]
+    out = tmp_path / "coarse.gpkg"
+    assert main(["predict", *coarse, "--model", str(run), "--out", str(out), *common[5:]]) in (
+        0,
+        4,
+    )
+    coarse_points = pyogrio.read_dataframe(out, layer="predicted_points")
+    assert not set(coarse_points["image_path"]) & set(points["image_path"])
+    assert coarse_points["in_training"].all()
 
 
 def test_the_full_shared_raster(shared_data, tmp_path):
