@@ -254,7 +254,8 @@ def evaluate(
     ``index`` is how the gallery is searched (:data:`~swclip_core.gallery_index.INDEX_KINDS`).
     Returns per-photo ``predictions`` (a data frame) and ``summary`` figures; ``figures=False``
     leaves out SSI and City-Align (NaN), which compare every pair of the evaluated photos.
-    ``predictions["in_training"]`` marks the photos that trained ``model`` and
+    ``predictions["in_training"]`` marks the photos that trained ``model`` (the same images by
+    content, wherever the files lie: :func:`swclip_core.runs.seen_in_training`) and
     ``context["photos_seen_in_training"]`` counts them (their errors measure its fit, not its
     accuracy on new photos).
     """
