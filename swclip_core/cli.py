@@ -52,6 +52,36 @@ def chosen_objective(args: argparse.Namespace) -> str:
     return name
 
 
+def training_epochs(args: argparse.Namespace) -> int:
+    """--epochs; without it the default, or for --resume the run's own: continuing an interrupted
+    run must not lengthen it to the default unasked."""
+    from .config import TrainConfig
+    from .runs import CONFIG
+
+    if args.epochs is not None:
+        return args.epochs
+    saved = Path(args.out) / CONFIG
+    if args.resume and saved.is_file():
+        return TrainConfig.load(saved).epochs
+    return TrainConfig().epochs
+
+
+def evaluation_protocol(args: argparse.Namespace) -> str:
+    """--protocol; without it open when a --gallery is given (only that protocol uses one), else
+    closed. A --gallery with --protocol closed is refused rather than ignored."""
+    from .errors import InputError
+
+    if args.protocol is None:
+        return "closed" if args.gallery is None else "open"
+    if args.protocol == "closed" and args.gallery is not None:
+        raise InputError(
+            "--gallery is the open protocol's gallery; the closed protocol scores each photo "
+            "against the evaluated photos' own captions. Give --protocol open, or leave out "
+            "--gallery"
+        )
+    return args.protocol
+
+
 def command_train(args: argparse.Namespace) -> int:
     from .api import train
     from .config import SpatialKernel, TrainConfig
@@ -62,7 +92,7 @@ def command_train(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         pretrained=args.pretrained,
         mode=args.mode,
-        epochs=args.epochs,
+        epochs=training_epochs(args),
         batch_size=args.batch_size,
         lr=args.lr,
         head_lr=args.head_lr,
@@ -337,9 +367,14 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from .outputs import format_table
     from .runs import seen_in_training, training_images
 
-    samples, evaluation = run_evaluation(args, args.protocol)
+    protocol = evaluation_protocol(args)
+    samples, evaluation = run_evaluation(args, protocol)
     if evaluation is None:  # under torchrun, rank 0 reports
         return EXIT_OK
+    gallery = {"closed": "the evaluated photos' own captions"}.get(
+        protocol, args.gallery or "the training locations"
+    )
+    print(f"{protocol} protocol: {evaluation.context['gallery_size']:,} candidates, {gallery}")
     print(format_table({evaluation.context["objective"]: evaluation.summary}, TABLE1_COLUMNS))
     seen = int(seen_in_training(samples, training_images(args.model)).sum())
     evaluation.context["photos_seen_in_training"] = seen  # in --json too

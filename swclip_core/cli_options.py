@@ -338,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--epochs",
         type=int,
-        default=defaults.epochs,
-        help="passes over the photos (default %(default)s)",
+        help=f"passes over the photos (default {defaults.epochs}; with --resume, the run's own)",
     )
     train.add_argument(
         "--batch-size",
@@ -475,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--protocol",
         choices=("closed", "open"),
-        default="closed",
         help="closed: gallery = the evaluated photos' own captions (R@1 defined); "
-        "open: gallery = --gallery or the training locations",
+        "open: gallery = --gallery or the training locations (default: open with --gallery, "
+        "else closed)",
     )
     evaluate.add_argument(
         "--gallery", help="CSV/point layer of candidate locations (open protocol)"

@@ -36,6 +36,7 @@ import pandas as pd
 from . import distributed
 from .captions import CaptionTemplate, captions_for
 from .config import TrainConfig
+from .data.records import skipped_reasons
 from .data.samples import SAMPLE_COLUMNS
 from .errors import InputError, ModelError
 from .io import ProgressFn, file_digest, file_digests, write_csv
@@ -112,7 +113,9 @@ def start_run(
     """
     config.validate()
     if len(samples) < 2:
-        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}")
+        skipped = samples.attrs.get("skipped", [])
+        why = f"; {len(skipped)} skipped: {skipped_reasons(skipped)}" if skipped else ""
+        raise InputError(f"training needs at least 2 usable samples, got {len(samples)}{why}")
     run_dir = Path(run_dir)
     samples = samples.reset_index(drop=True)
     # Each image is read once, for both the run's input digest and train_samples.csv's digests

@@ -197,6 +197,46 @@ def test_resume_continues_from_the_last_epoch(tmp_path, feature_cache):
     assert epochs == [1, 2]
 
 
+def test_resume_without_epochs_keeps_the_runs_own(photo_run, tmp_path, capsys, feature_cache):
+    """Continuing a 3-epoch run without --epochs finishes those 3, not the default 30."""
+    run = tmp_path / "run"
+    shutil.copytree(photo_run, run)
+    common = ["--batch-size", "16", "--cache-dir", str(feature_cache)]
+    assert main(["train", str(PHOTOS), "--out", str(run), "--resume", *common]) == 0
+    assert "already complete (3 epochs" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["epochs"] == 3
+
+
+def test_evaluate_with_a_gallery_scores_the_open_protocol(
+    photo_run, tmp_path, capsys, feature_cache
+):
+    """A --gallery is the open protocol's: given alone it selects it; with --protocol closed,
+    which would ignore it, the command refuses."""
+    gallery = tmp_path / "gallery.csv"
+    pd.read_csv(photo_run / "train_samples.csv")[["lat", "lon"]].head(10).to_csv(
+        gallery, index=False
+    )
+    out = tmp_path / "figures.json"
+    common = ["--model", str(photo_run), "--cache-dir", str(feature_cache)]
+    assert (
+        main(["evaluate", str(PHOTOS), *common, "--gallery", str(gallery), "--json", str(out)]) == 0
+    )
+    assert "open protocol: 10 candidates" in capsys.readouterr().out
+    assert json.loads(out.read_text())["context"]["protocol"] == "open"
+    args = ["evaluate", str(PHOTOS), *common, "--gallery", str(gallery), "--protocol", "closed"]
+    assert main(args) == 2
+    assert "--protocol open" in capsys.readouterr().err
+
+
+def test_too_few_usable_photos_to_train_say_why_the_others_were_skipped(tmp_path, capsys):
+    shutil.copy(PHOTOS / "lund_01.jpg", tmp_path)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    code = main(["train", str(tmp_path), "--out", str(tmp_path.parent / "run"), "--epochs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "at least 2 usable samples, got 1" in err and "broken.jpg: unreadable image" in err
+
+
 def bad_input_csv(tmp_path):
     """Good photos plus one record of each kind of problem."""
     names = ["lund_01.jpg", "lund_05.jpg", "lund_10.jpg", "lund_20.jpg", "panoramax_e1.jpg"]

@@ -161,6 +161,11 @@ def records_to_samples(
 
 def no_usable_record(source: Path, total: int, skipped: list[dict[str, str]]) -> InputError:
     """The error for an input of ``total`` records none of which could be used."""
+    return InputError(f"No usable record in {source} ({total} read). {skipped_reasons(skipped)}")
+
+
+def skipped_reasons(skipped: list[dict[str, str]]) -> str:
+    """The first skipped records with their reasons, for an error message that has to say why."""
     shown = "; ".join(f"{s['record']}: {s['reason']}" for s in skipped[:REASONS_IN_ERROR])
     more = "" if len(skipped) <= REASONS_IN_ERROR else f"; ... ({len(skipped)} in all)"
-    return InputError(f"No usable record in {source} ({total} read). {shown}{more}")
+    return shown + more
