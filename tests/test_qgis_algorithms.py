@@ -370,6 +370,20 @@ def test_evaluate_writes_table1_report(provider, photo_layer, trained, tmp_path)
     assert "<strong>41 of the evaluated photos trained this model</strong>" in text
 
 
+def test_evaluate_refuses_a_gallery_in_the_closed_protocol(provider, photo_layer, tmp_path) -> None:
+    """The closed protocol's gallery is the photos' own captions: a gallery (or an image-kNN
+    model) given with it is refused in the dialog, not ignored or refused by the backend."""
+    algorithm = QgsApplication.processingRegistry().algorithmById("swclip:evaluate")
+    gallery = tmp_path / "gallery.csv"
+    gallery.write_text("lat,lon\n55.7,13.19\n")
+    parameters = {"INPUT": layer_uri(photo_layer), "IMAGE_FIELD": "photo", "MODEL": str(tmp_path),
+                  "GALLERY": str(gallery), "OUTPUT": str(tmp_path / "r.html")}  # fmt: skip
+    ok, message = algorithm.checkParameterValues(parameters, QgsProcessingContext())
+    assert not ok and "Protocol to open" in message
+    ok, _ = algorithm.checkParameterValues({**parameters, "PROTOCOL": 1}, QgsProcessingContext())
+    assert ok
+
+
 @pytest.mark.slow
 def test_cancel_during_training_stops_within_seconds_and_leaves_nothing(
     provider, photo_layer, tmp_path, checkout_backend

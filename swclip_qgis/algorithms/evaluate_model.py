@@ -122,6 +122,22 @@ class EvaluateAlgorithm(SwclipAlgorithm):
         for key, label in TABLE1:
             self.addOutput(QgsProcessingOutputNumber(key.upper(), self.tr(label)))
 
+    def checkParameterValues(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        # A gallery or an image-kNN model means the open protocol: refused here, in the dialog,
+        # rather than by the backend after the layer was exported.
+        closed = PROTOCOLS[self.parameterAsEnum(parameters, self.PROTOCOL, context)] == "closed"
+        if closed and (
+            self.parameterAsFile(parameters, self.GALLERY, context)
+            or self.parameterAsFile(parameters, self.FUSE, context)
+        ):
+            return False, self.tr(
+                "A gallery and an image-kNN model are used by the open protocol only: set "
+                "Protocol to open, or clear them"
+            )
+        return super().checkParameterValues(parameters, context)
+
     def processAlgorithm(
         self,
         parameters: dict[str, Any],
