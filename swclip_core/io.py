@@ -17,6 +17,7 @@ import glob
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import time
@@ -177,24 +178,47 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """JSON (indented, values JSON lacks written as text) written atomically."""
-    return write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+    """Strict JSON (indented; NaN and infinities as null, other values JSON lacks as text),
+    written atomically: Python writes a bare ``NaN`` that other JSON readers refuse."""
+    text = json.dumps(_finite_or_null(data), indent=2, default=str, allow_nan=False)
+    return write_bytes(path, (text + "\n").encode())
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float inside it (an undefined figure) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection); OWASP's
 # rule is to prefix such a cell with a single quote, which shows it as the text it is.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_SIGNED_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _runs_as_formula(value: Any) -> bool:
+    """Whether a spreadsheet would run this cell as a formula: text starting with a formula
+    character that is not simply a signed number."""
+    return (
+        isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        and not _SIGNED_NUMBER.fullmatch(value)
+    )
 
 
 def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with every text cell that a spreadsheet would run as a formula prefixed by ``'``
-    (numbers, negative ones included, are left as they are)."""
+    (numbers, negative ones included, are left as they are, in a number column or written as
+    text: a spreadsheet reads "-3" as the number it is, and a join on such an id keeps working)."""
     safe = table.copy()
     for column in safe.columns:
         if safe[column].dtype == object or str(safe[column].dtype) == "string":
-            safe[column] = safe[column].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
-            )
+            safe[column] = safe[column].map(lambda v: "'" + v if _runs_as_formula(v) else v)
     return safe
 
 

@@ -112,9 +112,10 @@ def test_evaluate_prints_table1_and_writes_json(photo_run, tmp_path, capsys, fea
     printed = capsys.readouterr()
     for column in ("median_error_m", "r_at_1", "geo_align", "ssi", "city_align"):
         assert column in printed.out
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(), parse_constant=strict_json_refuses)
     summary = figures["summary"]
     assert 0.0 <= summary["r_at_1"] <= 1.0 and summary["n"] == 41
+    assert summary["city_align"] is None  # no photo has a city: undefined, null in JSON
     # the very photos it was trained on: said, and kept with the figures
     assert figures["context"]["photos_seen_in_training"] == 41
     assert f"swclip: warning: 41 of these 41 photos trained the model {photo_run}" in printed.err
@@ -169,6 +170,10 @@ def test_the_library_counts_the_photos_a_model_was_trained_on(photo_run, feature
     evaluation = swclip_core.localize(samples, model, cache_dir=feature_cache)
     assert evaluation.context["photos_seen_in_training"] == 5
     assert evaluation.predictions["in_training"].tolist() == [True] * 5
+
+
+def strict_json_refuses(constant: str):
+    raise AssertionError(f"{constant} is not JSON")
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(photo_run, capsys):

@@ -135,9 +135,9 @@ FORMULAS = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+cmd|' /C cal
 
 
 def test_formula_like_cells_are_neutralised_in_every_csv(tmp_path, feature_cache):
-    rows = photo_rows(tmp_path, GOOD[:4])
-    for row, formula in zip(rows, FORMULAS, strict=True):
-        row["id"] = formula
+    rows = photo_rows(tmp_path, GOOD[:5])
+    for row, formula in zip(rows, [*FORMULAS, "-3"], strict=True):
+        row["id"] = formula  # "-3" is a number a spreadsheet shows as such: left as it is
     rows.append({"id": "=1+1", "image": "=missing.jpg", "lat": 55.7, "lon": 13.2})
     pd.DataFrame(rows).to_csv(tmp_path / "in.csv", index=False)
     run = tmp_path / "run"
@@ -149,7 +149,7 @@ def test_formula_like_cells_are_neutralised_in_every_csv(tmp_path, feature_cache
         dangerous = [c for c in cells if c.startswith(FORMULA_STARTS) and not is_number(c)]
         assert not dangerous, (name, dangerous)
     ids = pd.read_csv(run / "train_samples.csv", dtype=str)["sample_id"].tolist()
-    assert ids == ["'" + f for f in FORMULAS]  # shown as the text they are
+    assert ids == [*("'" + f for f in FORMULAS), "-3"]  # shown as the text they are
     assert pd.read_csv(run / "skipped.csv")["record"].tolist() == ["'=1+1"]
 
 
