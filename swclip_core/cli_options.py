@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+
+# --knn-temperature's default: the image-kNN objective's own (objectives.image_knn, which imports
+# torch); the option is refused without --fuse unless left at it (cli_input.check_options).
+KNN_TEMPERATURE = 0.05
 
 EPILOG = """\
 exit codes:
@@ -28,6 +33,48 @@ no network access is ever needed: the default backbone "swclip-lite" ships with 
 """
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count: records, entries, pixels...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+positive_int.__name__ = "positive whole number"  # argparse names the type in its messages
+
+
+def band_list(text: str) -> list[int]:
+    """An argparse type: 1-based raster band numbers separated by commas, e.g. ``3,2,1``."""
+    try:
+        bands = [int(band) for band in text.split(",")]
+    except ValueError:
+        bands = []
+    if not bands or min(bands) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--bands takes 1-based band numbers like 3,2,1 (or one band, e.g. 1), not {text!r}"
+        )
+    return bands
+
+
+def crs_text(text: str) -> str:
+    """An argparse type: a CRS pyproj knows (EPSG:27700, WKT, a PROJ string), kept as given, so
+    that a typo is refused before any work rather than when the output is written."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(text)
+    except CRSError:
+        raise argparse.ArgumentTypeError(
+            f"unknown CRS {text!r}; give an EPSG code like EPSG:27700, or WKT"
+        ) from None
+    return text
+
+
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "input", help="CSV, point layer, folder of geo-tagged photos or georeferenced raster"
@@ -39,7 +86,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lon-column", help="longitude column (WGS84 degrees)")
     group.add_argument("--x-column", help="x/easting column, with --crs")
     group.add_argument("--y-column", help="y/northing column, with --crs")
-    group.add_argument("--crs", help="CRS of --x-column/--y-column, e.g. EPSG:27700")
+    group.add_argument("--crs", type=crs_text, help="CRS of --x-column/--y-column, e.g. EPSG:27700")
     group.add_argument("--id-column", help="column with a unique sample id")
     group.add_argument("--street-column", help="street name column")
     group.add_argument("--city-column", help="city/town column")
@@ -49,17 +96,19 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         "raster input (a georeferenced GeoTIFF or other raster is cut into image patches, each "
         "positioned at its centre)"
     )
-    raster.add_argument("--patch-size", type=int, help="patch side in pixels (default 64)")
+    raster.add_argument("--patch-size", type=positive_int, help="patch side in pixels (default 64)")
     raster.add_argument(
-        "--patch-stride", type=int, help="regular grid step in pixels (default: the patch size)"
+        "--patch-stride",
+        type=positive_int,
+        help="regular grid step in pixels (default: the patch size)",
     )
     raster.add_argument(
-        "--patch-count", type=int, help="instead of a grid: this many random windows"
+        "--patch-count", type=positive_int, help="instead of a grid: this many random windows"
     )
     raster.add_argument("--patch-seed", type=int, help="seed of the random windows (default 0)")
     raster.add_argument(
         "--bands",
-        type=lambda text: [int(b) for b in text.split(",")],
+        type=band_list,
         help="1-based bands shown as red,green,blue (or one band as grey); default 3,2,1 when "
         "there are three or more bands. Windows touching nodata are skipped and reported.",
     )
@@ -120,7 +169,7 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
 
     parser.add_argument(
-        "--top-k", type=int, default=5, help="gallery entries per image (default 5)"
+        "--top-k", type=positive_int, default=5, help="gallery entries per image (default 5)"
     )
     add_index_option(parser)
     parser.add_argument(
@@ -163,8 +212,8 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     fusion.add_argument(
         "--knn-temperature",
         type=float,
-        default=0.05,
-        help="softmax temperature over the image-kNN cosine similarities (default 0.05)",
+        default=KNN_TEMPERATURE,
+        help="softmax temperature over the image-kNN cosine similarities (default %(default)s)",
     )
 
 
@@ -224,7 +273,8 @@ def add_gallery_parser(commands) -> None:
     gallery.add_argument("--spacing-m", type=float, help="metres between points (--lines, --grid)")
     gallery.add_argument(
         "--name-field",
-        help="street name field of --lines, or polygon name field of --grid (fills city)",
+        help="street name field of --lines, or polygon name field of --grid (fills city); "
+        "detected when not given",
     )
     gallery.add_argument("--model", type=Path, help="run folder: embed the gallery now (cached)")
     add_index_option(gallery)
@@ -247,6 +297,7 @@ def add_surface_parser(commands) -> None:
     surface.add_argument("--out", type=Path, required=True, help="GeoTIFF to write (.tif)")
     surface.add_argument(
         "--crs",
+        type=crs_text,
         help="CRS of the raster when projected in metres (default: the local UTM zone)",
     )
     surface.add_argument("--cell-m", type=float, help="cell size in metres (default: automatic)")
@@ -259,13 +310,47 @@ def add_surface_parser(commands) -> None:
     surface.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+class SwclipParser(argparse.ArgumentParser):
+    """The ``swclip`` parser: an option its command does not know is reported in that command's
+    usage, with the option it most resembles (argparse reports it in the top-level usage, which
+    lists no option at all)."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """argparse's, with an unknown option reported by the command that was given it."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            commands = next(
+                a for a in self._actions if isinstance(a, argparse._SubParsersAction)
+            ).choices
+            command = commands.get(getattr(parsed, "command", None), self)
+            command.error(
+                f"unrecognized arguments: {' '.join(unknown)}{suggestion(command, unknown)}"
+            )
+        return parsed
+
+
+def suggestion(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """`` (did you mean --epochs?)`` for the first unknown option close to one of ``parser``'s."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=")[0], known, n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import AUTO_SCALE_RULE, CHUNK_ROWS, HYBRID_COMBINES, KERNELS, MODES, TrainConfig
     from .objectives.registry import LOCATION_ENCODERS, LOSSES, REGISTRY
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = SwclipParser(
         prog="swclip",
         description="Street-view geo-localization with Spatially-Weighted CLIP (SW-CLIP): train a "
         "model on geo-tagged photos, then localize new photos by retrieving the closest location "
@@ -437,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         "CSV/point layer of candidate locations",
     )
     predict.add_argument(
-        "--out-crs", help="CRS of the output layers (default: the input's own CRS)"
+        "--out-crs",
+        type=crs_text,
+        help="CRS of the output layers (default: the input's own CRS)",
     )
     predict.add_argument(
         "--error-surface",
@@ -451,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--chunk-rows",
-        type=int,
+        type=positive_int,
         default=CHUNK_ROWS,
         help="records of a CSV or vector layer read, localized and written at a time, so that "
         "memory does not grow with the layer (default %(default)s; a photo folder or a raster is "
@@ -497,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
         "split and writes predictions as GeoPackages and PNG maps.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
-    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    demo.add_argument(
+        "--epochs", type=positive_int, default=None, help="override the demo's epochs"
+    )
     add_runtime_options(demo, precision=False)
 
     probe = commands.add_parser(
@@ -513,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_options(probe)
     probe.add_argument("--backbone", default=defaults.backbone, help="as for swclip train")
     probe.add_argument("--pretrained", help="open_clip pretrained tag or a local checkpoint file")
-    probe.add_argument("--k", type=int, default=1, help="neighbours of the kNN probe (default 1)")
+    probe.add_argument(
+        "--k", type=positive_int, default=1, help="neighbours of the kNN probe (default 1)"
+    )
     probe.add_argument("--folds", type=int, default=5, help="folds of the linear probe")
     probe.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     probe.add_argument("--json", type=Path, help="also write the figures to this JSON file")
