@@ -22,6 +22,7 @@ from . import distributed
 from .cli_input import (
     EXIT_OK,
     EXIT_PARTIAL,
+    check_options,
     enrich,
     read_input,
     report_joins,
@@ -578,6 +579,7 @@ def run_command(args: argparse.Namespace) -> int:
             f"swclip {args.command} runs in one process; run it without torchrun "
             f"(torchrun runs {', '.join(DISTRIBUTED_COMMANDS)})"
         )
+    check_options(args)  # before any work: outputs that would replace inputs, stray options
     precision = getattr(args, "precision", None)
     if precision is None:  # the default (device.resolve_precision)
         return COMMANDS[args.command](args)

@@ -104,3 +104,122 @@ def report_skipped_list(skipped: list[dict], output: Path | None, *, folder: boo
     if len(skipped) > 10:
         print(f"  ... and {len(skipped) - 10} more", file=sys.stderr)
     return EXIT_PARTIAL
+
+
+# The options that name what a command reads, as its messages call them; the positional input is
+# ``input`` (``predictions`` for surface).
+INPUT_OPTIONS = {
+    "input": "the input",
+    "predictions": "the input",
+    "from_input": "--from-input",
+    "points": "--points",
+    "lines": "--lines",
+    "grid": "--grid",
+    "gallery": "--gallery",
+    "regions": "--regions",
+    "streets": "--streets",
+    "pretrained": "--pretrained",
+    "model": "--model",
+    "fuse": "--fuse",
+}
+RUN_OPTIONS = ("--model", "--fuse")  # run folders: their files are the model
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, what the options ask for but the command would not do: an output
+    that replaces one of the command's inputs or a layer it does not write itself, the fusion
+    options without --fuse."""
+    from .cli_options import KNN_TEMPERATURE
+    from .errors import InputError
+
+    fusion = {
+        "--knn-weight": getattr(args, "knn_weight", None) is not None,
+        "--knn-temperature": getattr(args, "knn_temperature", KNN_TEMPERATURE) != KNN_TEMPERATURE,
+    }
+    for option, given in fusion.items():
+        if given and getattr(args, "fuse", None) is None:  # it would be ignored silently
+            raise InputError(
+                f"{option} applies to the fusion with an image-kNN run; give --fuse KNN_RUN too, "
+                f"or leave {option} out"
+            )
+    check_outputs(args)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """:class:`InputError` when an output of the command is one of its inputs (or a file an input
+    folder holds that it reads), or a GeoPackage holding layers the command does not write: the
+    command would replace the file whole, and the input or those layers would be lost."""
+    from .io import refuse_foreign_layers
+
+    inputs = [
+        (label, Path(value))
+        for name, label in INPUT_OPTIONS.items()
+        if (value := getattr(args, name, None)) is not None
+        and not (name == "gallery" and value == "train")
+        and Path(value).exists()
+    ]
+    for option, output, layers in command_outputs(args):
+        for label, source in inputs:
+            refuse_reading(option, output, label, source)
+        if layers is not None:
+            refuse_foreign_layers(output, layers, option=option)
+
+
+def command_outputs(args: argparse.Namespace) -> list[tuple[str, Path, tuple[str, ...] | None]]:
+    """``(option, path, layers)`` of what the command writes: the layers of a GeoPackage it
+    replaces, None for another kind of file (or a folder); the list of skipped records beside an
+    output file is one of them."""
+    from .outputs import skipped_path
+
+    outputs: list[tuple[str, Path, tuple[str, ...] | None]] = []
+    if args.command == "predict":
+        from .outputs import PREDICTION_LAYERS
+
+        outputs.append(("--out", args.out, PREDICTION_LAYERS))
+        outputs += [
+            (f"--{n.replace('_', '-')}", getattr(args, n), None) for n in ("error_surface", "map")
+        ]
+    elif args.command == "gallery":
+        from .galleries import GALLERY_LAYER
+
+        outputs.append(("--out", args.out, (GALLERY_LAYER,)))
+    elif args.command in ("evaluate", "probe"):
+        outputs.append(("--json", args.json, None))
+    else:  # train and demo write a folder, surface a GeoTIFF
+        return [("--out", Path(args.out), None)]
+    listed = [(f"{o} (its skipped list)", skipped_path(p), None) for o, p, _ in outputs[:1] if p]
+    return [(o, Path(p), layers) for o, p, layers in outputs + listed if p is not None]
+
+
+def refuse_reading(option: str, output: Path, label: str, source: Path) -> None:
+    """:class:`InputError` when ``output`` is ``source`` (which the command reads for ``label``)
+    or a file of the folder ``source`` that it reads: a run folder's own files, a photo folder's
+    photos."""
+    from .data.photo_folders import PHOTO_SUFFIXES
+    from .errors import InputError
+    from .io import same_path
+    from .runs import CHECKPOINT, CONFIG, METRICS, TRAIN_SAMPLES
+
+    noun = "folder" if source.is_dir() else "file"
+    if same_path(output, source):
+        raise InputError(
+            f"{option} {output} is the same {noun} as {label} {source}: writing there would "
+            f"destroy that input; choose another {option.split()[0]}"
+        )
+    if not (source.is_dir() and output.is_file()):
+        return
+    inside = output.resolve().parent
+    if label in RUN_OPTIONS:
+        read = inside == source.resolve() and output.name in (
+            CONFIG,
+            CHECKPOINT,
+            METRICS,
+            TRAIN_SAMPLES,
+        )
+    else:
+        read = inside.is_relative_to(source.resolve()) and output.suffix.lower() in PHOTO_SUFFIXES
+    if read:
+        raise InputError(
+            f"{option} {output} is a file of {label} {source} that this command reads: writing "
+            f"there would destroy it; choose another {option.split()[0]}"
+        )

@@ -32,7 +32,7 @@ from .data.joins import (
 )
 from .errors import InputError
 from .geo import WGS84
-from .io import GPKG_OPTIONS, atomic_path
+from .io import GPKG_OPTIONS, atomic_path, refuse_foreign_layers
 
 LABEL_COLUMNS = ("street", "city", "country")
 GALLERY_COLUMNS = ("lat", "lon", *LABEL_COLUMNS, "caption")
@@ -294,6 +294,7 @@ def save_gallery(table: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path)
     path = Path(path)
     if path.suffix.lower() != ".gpkg":
         raise InputError(f"a gallery is saved as a GeoPackage ending in .gpkg, not {path.name}")
+    refuse_foreign_layers(path, (GALLERY_LAYER,))
     chunks = [table] if isinstance(table, pd.DataFrame) else table
     append = False
     with atomic_path(path) as tmp:

@@ -21,12 +21,12 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DiskFullError
+from .errors import DiskFullError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -282,3 +282,41 @@ def write_gpkg(
         if finish is not None:
             finish(tmp)
     return Path(path)
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same file or folder: through links, ``..`` and
+    case-insensitive file systems (:func:`os.path.samefile`) when both exist, else by their
+    resolved paths."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_foreign_layers(
+    path: str | os.PathLike, writes: Collection[str], *, option: str = "the output"
+) -> None:
+    """Refuse (:class:`InputError`) to replace ``path`` when it exists and holds layers other than
+    ``writes``, the layers of the writer about to replace it: a GeoPackage is written whole, so
+    they would be lost. An earlier output of the same writer (a re-run) may be replaced."""
+    import pyogrio
+
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name ending in {path.suffix}")
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    except pyogrio.errors.DataSourceError:
+        raise InputError(
+            f"{path} exists and is not a GeoPackage that this command wrote, and writing here "
+            f"would delete it; choose another {option}"
+        ) from None
+    others = [name for name in layers if name not in writes]
+    if others:
+        raise InputError(
+            f"{path} holds layers {', '.join(others)} that writing here would delete; choose "
+            f"another {option}"
+        )

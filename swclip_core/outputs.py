@@ -27,7 +27,7 @@ from swclip_core.error_map import format_distance as format_distance
 from swclip_core.error_map import map_clusters as map_clusters
 from swclip_core.error_map import render_error_map as render_error_map
 from swclip_core.errors import InputError
-from swclip_core.io import GPKG_OPTIONS, atomic_path, write_csv
+from swclip_core.io import GPKG_OPTIONS, atomic_path, refuse_foreign_layers, write_csv
 from swclip_core.surface import write_error_surface as write_error_surface
 
 WGS84 = "EPSG:4326"
@@ -39,6 +39,16 @@ FAIRNESS_LAYER = "fairness_summary"
 # One QML per styled layer, embedded as the layer's default style (QGIS's layer_styles table).
 STYLES_DIR = Path(__file__).resolve().parent.parent / "resources" / "styles"
 STYLED_LAYERS = (POINTS_LAYER, LINES_LAYER, CHOROPLETH_LAYER)
+STYLES_TABLE = "layer_styles"
+#: Every layer of a predictions GeoPackage: what it may hold when a new one replaces it.
+PREDICTION_LAYERS = (
+    POINTS_LAYER,
+    LINES_LAYER,
+    SKIPPED_LAYER,
+    CHOROPLETH_LAYER,
+    FAIRNESS_LAYER,
+    STYLES_TABLE,
+)
 
 
 def prediction_layers(
@@ -320,6 +330,7 @@ def write_prediction_chunks(
     path = Path(path)
     if regions is not None and not region_field:
         raise InputError("A region layer needs region_field: the field that names the regions.")
+    refuse_foreign_layers(path, PREDICTION_LAYERS)
     kept = []
     with atomic_path(path) as tmp:
         for predictions in chunks:
