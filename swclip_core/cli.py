@@ -532,6 +532,7 @@ def command_surface(args: argparse.Namespace) -> int:
     import pandas as pd
     import pyogrio
 
+    from .data.tables import choose_layer
     from .errors import InputError
     from .outputs import POINTS_LAYER, write_error_surface
 
@@ -542,8 +543,10 @@ def command_surface(args: argparse.Namespace) -> int:
     else:
         layer = args.layer
         if layer is None:
-            names = [str(name) for name, _ in pyogrio.list_layers(args.predictions)]
-            layer = POINTS_LAYER if POINTS_LAYER in names else None
+            with contextlib.suppress(pyogrio.errors.DataSourceError):  # choose_layer says why
+                names = [str(name) for name, _ in pyogrio.list_layers(args.predictions)]
+                layer = POINTS_LAYER if POINTS_LAYER in names else None
+        layer = choose_layer(args.predictions, layer)  # a layer it lacks: the ones it has
         table = pyogrio.read_dataframe(args.predictions, layer=layer, read_geometry=False)
     path = write_error_surface(
         table,
@@ -616,12 +619,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"swclip: {cancel_message(args)}", file=sys.stderr)
         return 130
-    except OSError as error:  # a full disk outside the writers that name their file
-        if error.errno != errno.ENOSPC or args.debug:
+    except Exception as error:
+        if args.debug:
             raise
-        full = DiskFullError(error.filename or "a temporary file")
-        print(f"swclip: error: {full}", file=sys.stderr)
-        return full.exit_code
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            # a full disk outside the writers that name their file
+            full = DiskFullError(error.filename or "a temporary file")
+            print(f"swclip: error: {full}", file=sys.stderr)
+            return full.exit_code
+        # a bug: one line, as the exit codes in --help promise, and the way to the traceback
+        message = " ".join(str(error).split())
+        print(
+            f"swclip: error: unexpected failure ({type(error).__name__}: {message}); run again "
+            "with --debug for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         distributed.stop()
 

@@ -24,6 +24,7 @@ from .columns import CANDIDATES, find_column
 from .data.joins import (
     check_layer,
     check_polygons,
+    detected_name_field,
     local_metric_crs,
     name_field_of,
     read_layer,
@@ -201,8 +202,9 @@ def gallery_grid(
     """Points of a regular ``spacing_m`` grid that fall inside the polygons.
 
     The grid is square in a local azimuthal equidistant projection around the layer, aligned on
-    multiples of the spacing from its centre; a point in several polygons is kept once. With
-    ``name_field`` the polygon's name becomes the ``city`` of its points.
+    multiples of the spacing from its centre; a point in several polygons is kept once. The
+    polygon's name (``name_field``, detected when None as for :func:`gallery_along_lines`; none
+    on a layer without a text field) becomes the ``city`` of its points.
     """
     _check_spacing(spacing_m)
     if isinstance(polygon_layer, gpd.GeoDataFrame):
@@ -210,7 +212,8 @@ def gallery_grid(
     else:
         polygons = read_polygons(polygon_layer, layer)
     names = None
-    if name_field is not None:
+    # detected when not given, as for --lines; a layer without any text field names no city
+    if name_field is not None or detected_name_field(polygons) is not None:
         names = polygons[name_field_of(polygons, name_field, polygon_layer, "--name-field")]
     lat, lon = _lat_lon(polygons.geometry.representative_point())
     local = polygons.geometry.to_crs(local_metric_crs(lat, lon))
@@ -241,7 +244,8 @@ def gallery_grid(
             "use a smaller --spacing-m"
         )
     points = gpd.GeoSeries(gpd.points_from_xy(grid["x"], grid["y"]), crs=local.crs)
-    table = pd.DataFrame({"city": None if names is None else names.to_numpy()[grid["polygon"]]})
+    city = None if names is None else names.to_numpy()[grid["polygon"]]
+    table = pd.DataFrame({"city": city}, index=range(len(grid)))
     table["lat"], table["lon"] = _lat_lon(points)
     return _finish(table, template, _label(polygon_layer), polygons.attrs.get("skipped"))
 
@@ -268,8 +272,12 @@ def gallery_from_points(
         frame = read_layer(path, layer_name)
     kinds = set(frame.geom_type) - {"Point"}
     if kinds:
+        lines = (
+            "; use --lines for a line layer" if kinds & {"LineString", "MultiLineString"} else ""
+        )
         raise InputError(
-            f"gallery layer {_label(layer)} must hold points, not {', '.join(sorted(kinds))}"
+            f"gallery points: {_label(layer)} holds {', '.join(sorted(kinds))} geometries, not "
+            f"points{lines}"
         )
     table = _labels(frame)
     table["lat"], table["lon"] = _lat_lon(frame.geometry)

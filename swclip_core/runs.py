@@ -198,6 +198,11 @@ def samples_digest(samples: pd.DataFrame, images: Mapping[str, str] | None = Non
 def read_config(run_dir: str | Path) -> TrainConfig:
     """The settings of a run folder; :class:`ModelError` when it is not one."""
     path = Path(run_dir) / CONFIG
+    if Path(run_dir).is_file():  # e.g. its config.json, picked in a file dialog
+        raise ModelError(
+            f"{run_dir} is a file; give the model's folder (the one holding {CONFIG}), e.g. "
+            f"{Path(run_dir).parent}"
+        )
     if not path.is_file():
         raise ModelError(
             f"{run_dir} is not a trained model folder (no {CONFIG}); train one with `swclip train`"

@@ -119,18 +119,27 @@ def _cell_size(xy: np.ndarray, spacing: float, cell_m: float | None, margin: flo
     return cell if cell >= coarsest_needed else nice_cell_size(coarsest_needed, up=True)
 
 
-def _grid(xy: np.ndarray, cell: float, margin: float) -> tuple[float, float, int, int]:
+def _aligned(xy: np.ndarray, cell: float, margin: float) -> tuple[float, float, int, int]:
     """Top-left corner and shape of a grid aligned on multiples of the cell size."""
     left = math.floor((xy[:, 0].min() - margin) / cell) * cell
     right = math.ceil((xy[:, 0].max() + margin) / cell) * cell
     bottom = math.floor((xy[:, 1].min() - margin) / cell) * cell
     top = math.ceil((xy[:, 1].max() + margin) / cell) * cell
-    width, height = round((right - left) / cell), round((top - bottom) / cell)
+    return left, top, round((right - left) / cell), round((top - bottom) / cell)
+
+
+def _grid(xy: np.ndarray, cell: float, margin: float) -> tuple[float, float, int, int]:
+    """:func:`_aligned`, refused beyond MAX_CELLS with the smallest round cell size that fits."""
+    left, top, width, height = _aligned(xy, cell, margin)
     if width * height > MAX_CELLS:
+        fits = nice_cell_size(math.sqrt(_span(xy, margin) / MAX_CELLS), up=True)
+        while math.prod(_aligned(xy, fits, margin)[2:]) > MAX_CELLS:  # the alignment's extra
+            fits = nice_cell_size(fits * 1.01, up=True)  # the next round size
+        # positional: a cell under a millimetre reads 0.0005, not 5e-04 or 0
+        at_least = np.format_float_positional(fits, trim="-")
         raise InputError(
-            f"A {cell:g} m error surface over this study area would have {width} × {height} "
-            f"cells; choose a larger cell size (at least "
-            f"{math.sqrt(_span(xy, margin) / MAX_CELLS):,.0f} m)."
+            f"A {cell:g} m error surface over this study area would have {width:,} × {height:,} "
+            f"cells; choose a larger cell size (at least {at_least} m)."
         )
     return left, top, width, height
 

@@ -189,6 +189,21 @@ def name_field_of(frame: pd.DataFrame, name_field: str | None, source: object, o
                 f"Fields: {', '.join(columns) or 'none'}."
             )
         return name_field
+    name = detected_name_field(frame)
+    if name is not None:
+        return name
+    raise InputError(
+        f"{_source_label(source)} has no text field to take names from "
+        f"(fields: {', '.join(columns) or 'none'}); name one with {option}."
+    )
+
+
+def detected_name_field(frame: pd.DataFrame) -> str | None:
+    """The field :func:`name_field_of` takes names from when none is given (None if none fits):
+    name, name_en, ... (case-insensitively), then an ONS-style ``XXX99NM``, then the first text
+    field."""
+    geometry = frame.geometry.name if isinstance(frame, gpd.GeoDataFrame) else None
+    columns = [str(c) for c in frame.columns if c != geometry]
     name = find_column(columns, NAME_FIELDS)
     if name is not None:
         return name
@@ -198,10 +213,7 @@ def name_field_of(frame: pd.DataFrame, name_field: str | None, source: object, o
     for column in columns:
         if frame[column].dtype == object and frame[column].map(_is_text).any():
             return column
-    raise InputError(
-        f"{_source_label(source)} has no text field to take names from "
-        f"(fields: {', '.join(columns) or 'none'}); name one with {option}."
-    )
+    return None
 
 
 def _is_text(value: object) -> bool:
