@@ -308,7 +308,10 @@ def region_fairness(
             }
         )
     columns = ["region", "n", "median_error_m", "mean_error_m", "acc_at_radius", "r_at_1"]
-    table = pd.DataFrame(rows, columns=columns)
+    # typed even without a row: an empty frame's columns would be object, and the choropleth's
+    # reindexed counts with them (pandas deprecates filling those)
+    dtypes = {"n": int} | {column: float for column in columns[2:]}
+    table = pd.DataFrame(rows, columns=columns).astype(dtypes)
     if table.empty:
         nan = math.nan
         return table, {
