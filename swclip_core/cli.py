@@ -291,10 +291,6 @@ def command_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--error-surface must end in .tif, got {args.error_surface}")
     if args.map and args.map.suffix.lower() != ".png":
         raise InputError(f"--map must end in .png, got {args.map}")
-    if args.chunk_rows < 1:
-        raise InputError(
-            f"--chunk-rows must be a positive number of records, not {args.chunk_rows}"
-        )
     options, skipped = evaluation_options(args, "open")
     regions, region_field = region_polygons(args)
     # A layer larger than memory is read, localized and written chunk by chunk; grid regions are

@@ -129,7 +129,7 @@ def check_options(args: argparse.Namespace) -> None:
     """Refuse, before any work, what the options ask for but the command would not do: an output
     that replaces one of the command's inputs or a layer it does not write itself, the fusion
     options without --fuse."""
-    from .cli_options import KNN_TEMPERATURE
+    from .config import KNN_TEMPERATURE
     from .errors import InputError
 
     fusion = {

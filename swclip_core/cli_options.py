@@ -6,10 +6,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-# --knn-temperature's default: the image-kNN objective's own (objectives.image_knn, which imports
-# torch); the option is refused without --fuse unless left at it (cli_input.check_options).
-KNN_TEMPERATURE = 0.05
-
 EPILOG = """\
 exit codes:
   0    done, every input record was used
@@ -166,7 +162,7 @@ def add_index_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
-    from .config import DEFAULT_METHOD, METHODS, MODE_RADIUS_M
+    from .config import DEFAULT_METHOD, KNN_TEMPERATURE, METHODS, MODE_RADIUS_M
 
     parser.add_argument(
         "--top-k", type=positive_int, default=5, help="gallery entries per image (default 5)"
@@ -190,8 +186,8 @@ def add_retrieval_options(parser: argparse.ArgumentParser) -> None:
         "--temperature",
         type=float,
         help="softmax temperature of the top-K entries' weights, for every --method (the mode's "
-        "group mass, the weighted mean, the confidence columns; default: the model's own; 0.05 "
-        "for an image-knn model)",
+        "group mass, the weighted mean, the confidence columns; default: the model's own; "
+        f"{KNN_TEMPERATURE:g} for an image-knn model)",
     )
     fusion = parser.add_argument_group("fusion with image-kNN (open protocol)")
     fusion.add_argument(

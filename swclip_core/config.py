@@ -28,6 +28,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see device.resolve_precision
 METHODS = ("mode", "weighted", "top1")
 MODE_RADIUS_M = 5_000.0  # about a town: candidates closer than this count as one place
 DEFAULT_METHOD = METHODS[0]
+# The image-kNN objective's softmax temperature over the cosine similarities of frozen image
+# features (its own and --knn-temperature's default).
+KNN_TEMPERATURE = 0.05
 # How a gallery is searched (swclip_core.gallery_index); here so the command line lists them
 # without importing torch or faiss.
 INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..config import DEFAULT_METHOD, MODE_RADIUS_M, TrainConfig
+from ..config import DEFAULT_METHOD, KNN_TEMPERATURE, MODE_RADIUS_M, TrainConfig
 from ..device import resolve_device
 from ..distributed import is_main
 from ..errors import InputError, ModelError
@@ -32,7 +32,6 @@ from ..runs import CONFIG, Run, load_checkpoint, read_config, training_gallery
 from .base import Objective
 
 KNN_FEATURES = "knn_features.pt"
-KNN_TEMPERATURE = 0.05  # softmax temperature over cosine similarities of frozen image features
 
 
 @dataclass
