@@ -38,6 +38,7 @@ def read_input(args: argparse.Namespace, chunk_rows: int | None = None):
         patch_count=args.patch_count,
         patch_seed=args.patch_seed,
         bands=args.bands,
+        cache_dir=getattr(args, "cache_dir", None),  # raster patches are cached there too
         # predict localizes photos whose position may be unknown; the others need the truth
         require_location=args.command != "predict",
     )

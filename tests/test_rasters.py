@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pyogrio
@@ -147,6 +148,8 @@ def test_train_and_predict_on_raster_patches_write_the_rasters_crs(tmp_path, fea
         assert pyproj.CRS(points.crs).equals(pyproj.CRS(src.crs.to_wkt()))
     assert np.isfinite(points["error_m"]).all()
     assert points["in_training"].all()  # the very patches it was trained on
+    # the patches are cached where --cache-dir says, not in the user's cache folder
+    assert all(Path(p).is_relative_to(feature_cache / "patches") for p in points["image_path"])
     # Every other window of the training grid, cut into another cache folder: other files, the
     # same pixels, so the same images to the model.
     coarse = [*common[:3], "--patch-stride", "32"]

@@ -142,14 +142,16 @@ def _windows(
     return sorted((int(p) // cols, int(p) % cols) for p in picks)
 
 
-def _cache_folder(dataset: rasterio.io.DatasetReader, options: dict[str, Any]) -> Path:
+def _cache_folder(
+    dataset: rasterio.io.DatasetReader, options: dict[str, Any], cache_dir: Path | None
+) -> Path:
     """``<cache>/patches/<sha1 of the raster's files + options>``."""
     digest = hashlib.sha1(usedforsecurity=False)
     # ds.files covers sidecars (.msk, .aux.xml) and a VRT's sources, which change the pixels too.
     for name in sorted(dataset.files):
         digest.update(f"{os.path.basename(name)}:{file_digest(name)}\n".encode())
     digest.update(json.dumps(options, sort_keys=True).encode())
-    return default_cache_dir() / "patches" / digest.hexdigest()
+    return (cache_dir or default_cache_dir()) / "patches" / digest.hexdigest()
 
 
 def _write_png(pixels: np.ndarray, path: Path) -> None:
@@ -178,6 +180,7 @@ def read_raster_patches(
     bands: Sequence[int] | None = None,
     stretch: tuple[float, float] | None = (2, 98),
     out_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> gpd.GeoDataFrame:
     """Cut square patches from a georeferenced raster and position each at its centre.
 
@@ -195,8 +198,9 @@ def read_raster_patches(
     ``gdf.attrs["skipped"]`` as ``{"record": sample_id, "reason": ...}``; with ``count`` that means
     fewer patches than asked when windows fall on nodata. Patches are saved as
     ``<out_dir>/r{row}_c{col}.png``, row/col being the window's upper-left pixel; ``out_dir``
-    defaults to ``default_cache_dir()/patches/<SHA-1 of the raster's files and the options>``, so
-    nothing is written next to the input and a re-run reuses the files.
+    defaults to ``<cache_dir>/patches/<SHA-1 of the raster's files and the options>`` (``cache_dir``
+    defaulting to ``default_cache_dir()``), so nothing is written next to the input and a re-run
+    reuses the files.
 
     Returns a GeoDataFrame in EPSG:4326 with the columns of :data:`SAMPLE_COLUMNS` (``sample_id``
     ``"r{row}_c{col}"``, absolute ``image_path``, ``lat``/``lon`` of the window centre transformed
@@ -247,7 +251,9 @@ def read_raster_patches(
             "stretch": stretch,
         }
         folder = Path(out_dir).expanduser() if out_dir is not None else None
-        folder = folder or _cache_folder(dataset, options)
+        folder = folder or _cache_folder(
+            dataset, options, Path(cache_dir).expanduser() if cache_dir is not None else None
+        )
         limits = None if stretch is None else _band_limits(dataset, order, stretch)
         source_crs = crs_text(dataset.crs.to_wkt())
         transform = dataset.transform

@@ -71,6 +71,7 @@ def read_sample_chunks(
     patch_count: int | None = None,
     patch_seed: int | None = None,
     bands: Sequence[int] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Iterator[gpd.GeoDataFrame]:
     """Read geo-tagged street-view samples as EPSG:4326 GeoDataFrames of ``chunk_rows`` records
     (the last one shorter), so that a layer larger than memory is read piece by piece; CSV and
@@ -89,7 +90,8 @@ def read_sample_chunks(
       geotransform; a photo TIFF without them is not one) cut into PNG patches by
       :func:`swclip_core.data.rasters.read_raster_patches` with ``patch_size`` (pixels, default 64),
       ``patch_stride`` (grid step in pixels, default the patch size) or ``patch_count`` random
-      windows drawn with ``patch_seed`` (default 0), and ``bands`` (1-based, default 3,2,1 or 1).
+      windows drawn with ``patch_seed`` (default 0), and ``bands`` (1-based, default 3,2,1 or 1);
+      the patches go to ``cache_dir`` (default: the user's cache folder).
 
     Columns not named are auto-detected case-insensitively (image: image_path, image, path, file,
     filename, photo; lat: lat, latitude; lon: lon, lng, long, longitude; x/y: x, easting / y,
@@ -155,7 +157,7 @@ def read_sample_chunks(
                     f"{path} is a georeferenced raster, cut into patches positioned by its own "
                     f"CRS: {', '.join(given)} only apply to CSV or vector files."
                 )
-            yield read_raster_patches(path, **raster_given)
+            yield read_raster_patches(path, **raster_given, cache_dir=cache_dir)
             return
     if raster_given:
         names = ", ".join(raster_options[key][0] for key in raster_given)
