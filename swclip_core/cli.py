@@ -1,4 +1,4 @@
-"""The ``swclip`` command: train, predict, evaluate, gallery, probe, surface and demo.
+"""The ``swclip`` command: train, predict, evaluate, gallery, probe, surface, split and demo.
 
 Each command parses its options (:mod:`swclip_core.cli_options`), reads its input
 (:mod:`swclip_core.cli_input`), calls the library (:mod:`swclip_core.api`) and prints what
@@ -557,6 +557,29 @@ def command_surface(args: argparse.Namespace) -> int:
 
 
 # The commands that share their work between the processes torchrun starts.
+def command_split(args: argparse.Namespace) -> int:
+    from .data.splits import random_split, spatial_block_split
+    from .io import write_csv
+
+    samples = read_input(args)
+    if args.by == "random":
+        train, test = random_split(len(samples), test_fraction=args.test_share, seed=args.seed)
+    else:
+        lat, lon = samples["lat"].to_numpy(), samples["lon"].to_numpy()
+        train, test = spatial_block_split(
+            lat, lon, block_m=args.block_m, test_fraction=args.test_share, seed=args.seed
+        )
+    table = samples.drop(columns="geometry")
+    for name, rows in (("train", train), ("test", test)):
+        write_csv(table.iloc[rows], args.out / f"{name}.csv")
+    how = "at random" if args.by == "random" else f"by {args.block_m:g} m blocks"
+    print(
+        f"split {len(samples)} photos {how} (seed {args.seed}): {len(train)} in "
+        f"{args.out / 'train.csv'}, {len(test)} in {args.out / 'test.csv'}"
+    )
+    return report_skipped(samples, args.out, folder=True)
+
+
 DISTRIBUTED_COMMANDS = ("train", "predict", "evaluate")
 COMMANDS = {
     "train": command_train,
@@ -566,6 +589,7 @@ COMMANDS = {
     "gallery": command_gallery,
     "probe": command_probe,
     "surface": command_surface,
+    "split": command_split,
 }
 
 

@@ -129,6 +129,17 @@ def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = Tr
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def share(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"takes a share between 0 and 1, e.g. 0.2, not {text!r}")
+    return value
+
+
 def metres_or(word: str | None):
     """An argparse type: a positive number of metres, or ``word`` (if any) for None."""
     expected = "metres > 0" + (f" or {word!r}" if word else "")
@@ -304,6 +315,46 @@ def add_surface_parser(commands) -> None:
         help="cells farther from every sample are nodata (default: 3x the median spacing)",
     )
     surface.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_split_parser(commands) -> None:
+    split = commands.add_parser(
+        "split",
+        help="hold out photos to judge a model on photos it has not seen",
+        description="Split geo-tagged photos into train.csv and test.csv (image_path, lat, lon "
+        "and the place columns; the input of `swclip train` and `swclip evaluate`): at random, "
+        "or by spatial blocks, whole square cells held out so that no test photo has training "
+        'photos of its own block beside it (docs/method.md, "Protocols"). The same seed gives '
+        "the same split.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_options(split)
+    split.add_argument("--out", type=Path, required=True, help="folder for train.csv and test.csv")
+    split.add_argument(
+        "--by",
+        choices=("random", "spatial"),
+        default="random",
+        help="random photos, or whole spatial blocks (default random)",
+    )
+    split.add_argument(
+        "--test-share",
+        type=share,
+        default=0.2,
+        help="share of the photos held out, between 0 and 1 (default 0.2)",
+    )
+    split.add_argument(
+        "--block-m",
+        type=metres_or(None),
+        default=1000.0,
+        help="side of the spatial blocks in metres, with --by spatial: larger than the distance "
+        "at which photos still look alike (default 1000)",
+    )
+    split.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    split.add_argument(
+        "--cache-dir", type=Path, help="where a raster input's patches go (default ~/.cache/swclip)"
+    )
+    split.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 class SwclipParser(argparse.ArgumentParser):
@@ -571,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gallery_parser(commands)
     add_surface_parser(commands)
+    add_split_parser(commands)
 
     demo = commands.add_parser(
         "demo",

@@ -478,3 +478,28 @@ def test_predict_reads_a_layer_in_chunks_and_writes_the_same_geopackage(
         "5",
         "7",
     ]
+
+
+def test_split_holds_out_photos_at_random_or_by_blocks(tmp_path):
+    from swclip_core.data import read_samples
+    from swclip_core.data.splits import block_ids
+
+    def split(name, *options):
+        out = tmp_path / name
+        assert main(["split", str(PHOTOS), "--out", str(out), *options]) == 0
+        return [read_samples(out / f"{part}.csv") for part in ("train", "test")]
+
+    train, test = split("random")
+    assert (len(train), len(test)) == (33, 8)  # a fifth held out
+    assert not set(train["image_path"]) & set(test["image_path"])
+    assert list(split("again")[1]["sample_id"]) == list(test["sample_id"])  # same seed, same split
+    train, test = split("blocks", "--by", "spatial", "--block-m", "100", "--seed", "1")
+    assert len(train) + len(test) == 41 and len(test) > 0
+    # whole blocks held out: no 100 m cell has photos on both sides
+    everything = pd.concat([train, test])
+    cells = block_ids(
+        everything["lat"].to_numpy(), everything["lon"].to_numpy(), block_m=100, seed=1
+    )
+    assert not set(cells[: len(train)]) & set(cells[len(train) :])
+    with pytest.raises(SystemExit):
+        main(["split", str(PHOTOS), "--out", str(tmp_path / "x"), "--test-share", "1.5"])
