@@ -559,8 +559,13 @@ def command_surface(args: argparse.Namespace) -> int:
 # The commands that share their work between the processes torchrun starts.
 def command_split(args: argparse.Namespace) -> int:
     from .data.splits import random_split, spatial_block_split
-    from .io import write_csv
+    from .errors import InputError
+    from .io import same_path, write_csv
 
+    outputs = {name: args.out / f"{name}.csv" for name in ("train", "test")}
+    for path in outputs.values():
+        if same_path(path, args.input):  # splitting train.csv again into its own folder
+            raise InputError(f"{path} is the input; choose another --out")
     samples = read_input(args)
     if args.by == "random":
         train, test = random_split(len(samples), test_fraction=args.test_share, seed=args.seed)
@@ -571,7 +576,7 @@ def command_split(args: argparse.Namespace) -> int:
         )
     table = samples.drop(columns="geometry")
     for name, rows in (("train", train), ("test", test)):
-        write_csv(table.iloc[rows], args.out / f"{name}.csv")
+        write_csv(table.iloc[rows], outputs[name])
     how = "at random" if args.by == "random" else f"by {args.block_m:g} m blocks"
     print(
         f"split {len(samples)} photos {how} (seed {args.seed}): {len(train)} in "

@@ -503,3 +503,7 @@ def test_split_holds_out_photos_at_random_or_by_blocks(tmp_path):
     assert not set(cells[: len(train)]) & set(cells[len(train) :])
     with pytest.raises(SystemExit):
         main(["split", str(PHOTOS), "--out", str(tmp_path / "x"), "--test-share", "1.5"])
+    again = tmp_path / "random" / "train.csv"
+    before = again.read_bytes()
+    assert main(["split", str(again), "--out", str(again.parent)]) == 2  # it would replace it
+    assert again.read_bytes() == before
