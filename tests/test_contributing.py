@@ -49,7 +49,8 @@ def test_the_worked_example_trains_loads_and_localizes(one_way_clip, tmp_path, f
     )
     result = api.train(photos, config, tmp_path / "run", cache_dir=feature_cache)
     assert result.epochs == 2 and np.isfinite(result.final_loss)
-    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in logged] == [1, 2]
     assert all(np.isfinite(r["one_way_infonce"]) for r in logged)
 

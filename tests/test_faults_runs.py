@@ -140,7 +140,7 @@ def test_kill_9_mid_training_then_resume_is_bit_identical(tmp_path, feature_cach
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()  # reaps it and closes its pipes
     resumed = swclip(*train_args(csv, run, feature_cache, "--epochs", 4, "--resume"))
     assert resumed.code == 0, resumed.err
     expected, got = torch.load(whole / CHECKPOINT), torch.load(run / CHECKPOINT)
@@ -385,7 +385,7 @@ def test_a_killed_predict_leaves_nothing_under_the_final_name(trained, tmp_path,
         assert time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()  # reaps it and closes its pipes
     assert not out.exists() or process.returncode == 0  # killed before the rename, or finished
     if not out.exists():  # the next run cleans what the killed one left
         args = ["predict", csv, "--model", run, "--out", out, "--cache-dir", feature_cache]
