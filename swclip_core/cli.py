@@ -251,6 +251,29 @@ def evaluation_options(args: argparse.Namespace, protocol: str) -> tuple[dict, l
 WARNING_PREFIX = "swclip: warning: "  # on stderr; the plugin's dock shows such lines
 
 
+def report_surface(path: Path, *, cell_given: bool = False) -> None:
+    """Say where the error surface is, and warn when its automatic cells came out coarser than the
+    photos' spacing: photos in areas far apart (towns in two countries) force a grid so coarse,
+    within its size limit, that it blurs neighbouring photos together."""
+    import rasterio
+
+    print(f"wrote {path} (error_m interpolated between the true locations)")
+    with rasterio.open(path) as surface:
+        tags, bounds = surface.tags(), surface.bounds
+    cell, spacing = float(tags["cell_m"]), float(tags["median_spacing_m"])
+    if cell_given or cell <= spacing:
+        return
+    width, height = (bounds.right - bounds.left) / 1000, (bounds.top - bounds.bottom) / 1000
+    print(
+        f"{WARNING_PREFIX}the photos spread over {width:,.0f} x {height:,.0f} km with a median "
+        f"{spacing:,.0f} m between neighbours: within its size limit the surface has cells of "
+        f"{cell:,g} m, coarser than that spacing, so it blurs neighbouring photos together; "
+        "make one surface per area (filter the photos by town or region), or choose the cell "
+        "size (swclip surface --cell-m; in QGIS, Error surface raster's cell size)",
+        file=sys.stderr,
+    )
+
+
 def warn_if_trained_on(seen: int, n: int, model: Path) -> None:
     """Say so when photos being scored trained the model: an analyst who localizes the layer
     the model was trained on would otherwise read its fit as its accuracy."""
@@ -350,8 +373,7 @@ def command_predict(args: argparse.Namespace) -> int:
         layers += ", region_choropleth, fairness_summary"
     print(f"wrote {path} (layers {layers})")
     if args.error_surface:
-        surface = write_error_surface(predictions, args.error_surface, crs=out_crs)
-        print(f"wrote {surface} (error_m interpolated between the true locations)")
+        report_surface(write_error_surface(predictions, args.error_surface, crs=out_crs))
     if args.map:
         title = f"swclip predict with {args.model.name}"
         print(f"wrote {render_error_map(predictions, args.map, title=title)}")
@@ -552,7 +574,7 @@ def command_surface(args: argparse.Namespace) -> int:
         power=args.power,
         max_distance_m=args.max_distance_m,
     )
-    print(f"wrote {path} (error_m interpolated between the true locations)")
+    report_surface(path, cell_given=args.cell_m is not None)
     return EXIT_OK
 
 

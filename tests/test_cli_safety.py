@@ -145,6 +145,21 @@ def predictions_layer(path, spread_deg):
     return path
 
 
+def test_surface_warns_when_areas_far_apart_blur_neighbouring_photos(tmp_path):
+    """Photos in Lund and in Brittany: the automatic grid, within its size limit, has cells far
+    coarser than the few metres between neighbouring photos, and the command says so."""
+    town = [(55.7000, 13.1900), (55.70005, 13.1900), (55.7000, 13.19008)]  # about 5 m apart
+    far = [(lat - 7.56, lon - 15.14) for lat, lon in town]  # about 1,100 km away
+    table = pd.DataFrame(town + far, columns=["true_lat", "true_lon"]).assign(error_m=10.0)
+    table.to_csv(tmp_path / "both.csv", index=False)
+    table.head(3).to_csv(tmp_path / "town.csv", index=False)
+    result = swclip("surface", tmp_path / "both.csv", "--out", tmp_path / "both.tif")
+    assert result.code == 0, result.err
+    assert "swclip: warning: the photos spread over" in result.err and "per area" in result.err
+    result = swclip("surface", tmp_path / "town.csv", "--out", tmp_path / "town.tif")
+    assert result.code == 0 and "warning" not in result.err
+
+
 def test_surface_names_the_layers_when_layer_is_missing(tmp_path):
     predictions = predictions_layer(tmp_path / "pred.gpkg", 0.01)
     result = swclip("surface", predictions, "--out", tmp_path / "s.tif", "--layer", "nosuch")
