@@ -578,7 +578,6 @@ def command_surface(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# The commands that share their work between the processes torchrun starts.
 def command_split(args: argparse.Namespace) -> int:
     from .data.splits import random_split, spatial_block_split
     from .errors import InputError
@@ -607,6 +606,7 @@ def command_split(args: argparse.Namespace) -> int:
     return report_skipped(samples, args.out, folder=True)
 
 
+# The commands that share their work between the processes torchrun starts.
 DISTRIBUTED_COMMANDS = ("train", "predict", "evaluate")
 COMMANDS = {
     "train": command_train,
