@@ -40,9 +40,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-positive_int.__name__ = "positive whole number"  # argparse names the type in its messages
-
-
 def band_list(text: str) -> list[int]:
     """An argparse type: 1-based raster band numbers separated by commas, e.g. ``3,2,1``."""
     try:
