@@ -28,6 +28,7 @@ from .cli_input import (
     report_joins,
     report_skipped,
     report_skipped_list,
+    split_files,
 )
 from .cli_options import build_parser
 
@@ -580,13 +581,9 @@ def command_surface(args: argparse.Namespace) -> int:
 
 def command_split(args: argparse.Namespace) -> int:
     from .data.splits import random_split, spatial_block_split
-    from .errors import InputError
-    from .io import same_path, write_csv
+    from .io import write_csv
 
-    outputs = {name: args.out / f"{name}.csv" for name in ("train", "test")}
-    for path in outputs.values():
-        if same_path(path, args.input):  # splitting train.csv again into its own folder
-            raise InputError(f"{path} is the input; choose another --out")
+    outputs = split_files(args.out)
     samples = read_input(args)
     if args.by == "random":
         train, test = random_split(len(samples), test_fraction=args.test_share, seed=args.seed)

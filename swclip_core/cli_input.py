@@ -186,10 +186,18 @@ def command_outputs(args: argparse.Namespace) -> list[tuple[str, Path, tuple[str
         outputs.append(("--out", args.out, (GALLERY_LAYER,)))
     elif args.command in ("evaluate", "probe"):
         outputs.append(("--json", args.json, None))
+    elif args.command == "split":  # the folder and the files in it (train.csv may be the input)
+        files = [("--out", path, None) for path in split_files(args.out).values()]
+        return [("--out", Path(args.out), None), *files]
     else:  # train and demo write a folder, surface a GeoTIFF
         return [("--out", Path(args.out), None)]
     listed = [(f"{o} (its skipped list)", skipped_path(p), None) for o, p, _ in outputs[:1] if p]
     return [(o, Path(p), layers) for o, p, layers in outputs + listed if p is not None]
+
+
+def split_files(out: Path) -> dict[str, Path]:
+    """The files ``swclip split`` writes in its ``--out`` folder, by part."""
+    return {part: Path(out) / f"{part}.csv" for part in ("train", "test")}
 
 
 def refuse_reading(option: str, output: Path, label: str, source: Path) -> None:
